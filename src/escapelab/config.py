@@ -1,0 +1,257 @@
+"""Validated experiment specifications: frozen dataclasses built from plain dicts.
+
+A spec is a frozen dataclass whose fields carry their constraints in ``metadata`` (``ge``, ``gt``,
+``le``, ``help``). :func:`build` turns a nested dict (from a JSON/TOML file and ``--set key=value``
+overrides) into a spec, coercing strings the way a command line needs and raising
+:class:`SpecError`, which names the offending field and what is allowed. The spec's canonical JSON
+gives its stable hash (:func:`spec_hash`), the name of its results in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+class SpecError(ValueError):
+    """A user mistake in a spec: ``field`` is the dotted path, ``message`` what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def constraint(
+    *, ge: float | None = None, gt: float | None = None, le: float | None = None, help: str = ""
+) -> dict[str, Any]:
+    """Field metadata: bounds checked by :func:`build` (on each element, for tuples)."""
+    return {"ge": ge, "gt": gt, "le": le, "help": help}
+
+
+def _fail(path: str, expected: str, value: object) -> SpecError:
+    return SpecError(path, f"expected {expected}, got {value!r}")
+
+
+def _parse_int(value: object, path: str) -> int:
+    if isinstance(value, bool):
+        raise _fail(path, "an integer", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _fail(path, "an integer", value)
+
+
+def _parse_float(value: object, path: str) -> float:
+    if isinstance(value, bool):
+        raise _fail(path, "a number", value)
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str):
+        try:
+            out = float(value.strip())
+        except ValueError:
+            raise _fail(path, "a number", value) from None
+    else:
+        raise _fail(path, "a number", value)
+    if out != out:
+        raise _fail(path, "a number", value)
+    return out
+
+
+def _parse_bool(value: object, path: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise _fail(path, "true or false", value)
+
+
+def _split_sequence(value: object, path: str) -> list[object]:
+    """Lists, tuples, "3,4,5" and integer ranges "3..9" or "3..9:2" (inclusive)."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        if ".." in text:
+            lo, _, rest = text.partition("..")
+            hi, _, step = rest.partition(":")
+            try:
+                a, b, s = int(lo), int(hi), int(step or 1)
+            except ValueError:
+                raise _fail(path, "a range like 3..9 or 3..9:2", value) from None
+            if s <= 0 or b < a:
+                raise _fail(path, "a non-empty range lo..hi with lo <= hi and step > 0", value)
+            return list(range(a, b + 1, s))
+        return [p for p in text.replace(" ", "").split(",") if p]
+    raise _fail(path, "a list", value)
+
+
+def _check_bounds(value: float, meta: Mapping[str, Any], path: str) -> None:
+    ge, gt, le = meta.get("ge"), meta.get("gt"), meta.get("le")
+    if ge is not None and value < ge:
+        raise SpecError(path, f"must be >= {ge}, got {value}")
+    if gt is not None and value <= gt:
+        raise SpecError(path, f"must be > {gt}, got {value}")
+    if le is not None and value > le:
+        raise SpecError(path, f"must be <= {le}, got {value}")
+
+
+def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> object:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path, meta)
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(map(str, args))
+            raise SpecError(path, f"must be one of {allowed}; got {value!r}")
+        return value
+    if origin is tuple:
+        items = _split_sequence(value, path)
+        if len(args) == 2 and args[1] is Ellipsis:
+            if not items:
+                raise SpecError(path, "must not be empty")
+            return tuple(_coerce(v, args[0], f"{path}[{i}]", meta) for i, v in enumerate(items))
+        if len(items) != len(args):
+            raise _fail(path, f"{len(args)} values", value)
+        return tuple(_coerce(v, a, f"{path}[{i}]", meta) for i, (v, a) in enumerate(zip(items, args)))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise _fail(path, "a table of settings", value)
+        return build(tp, value, prefix=path)
+    if tp is bool:
+        return _parse_bool(value, path)
+    if tp is int:
+        out: float = _parse_int(value, path)
+    elif tp is float:
+        out = _parse_float(value, path)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise _fail(path, "a string", value)
+        return value
+    else:  # pragma: no cover - a spec author's mistake, not a user's
+        raise TypeError(f"unsupported field type {tp!r} at {path}")
+    _check_bounds(out, meta, path)
+    return out
+
+
+def build(cls: type[T], data: Mapping[str, Any] | None = None, prefix: str = "") -> T:
+    """Construct spec ``cls`` from ``data``; missing fields take their defaults.
+
+    Raises SpecError for unknown keys (listing the allowed ones), wrong types, values out of range,
+    and for the cross-field checks a spec's ``__post_init__`` makes.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise SpecError(where, f"unknown key; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], path, f.metadata)
+        elif dataclasses.is_dataclass(hints[name]) and f.default_factory is not dataclasses.MISSING:
+            kwargs[name] = build(hints[name], {}, prefix=path)
+    try:
+        return cls(**kwargs)
+    except SpecError as err:
+        if prefix and not err.field.startswith(prefix):
+            raise SpecError(f"{prefix}.{err.field}", err.message) from None
+        raise
+
+
+def to_dict(spec: object) -> dict[str, Any]:
+    """The spec as plain JSON-ready data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(spec)))  # type: ignore[call-overload]
+
+
+def spec_hash(experiment: str, spec: object) -> str:
+    """A stable 16-hex-digit name for (experiment, spec): sha256 of the canonical JSON."""
+    text = json.dumps({"experiment": experiment, "spec": to_dict(spec)}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_assignments(pairs: typing.Iterable[str]) -> dict[str, Any]:
+    """Turn ["teacher.width=4", "student.widths=4..12"] into a nested dict.
+
+    Values are read as JSON where they parse (numbers, true/false, null, lists) and kept as
+    strings otherwise; :func:`build` then coerces them to the field's type.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(pair, "expected key=value, e.g. teacher.width=4")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(key, f"{part} is set both as a value and as a table")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict; unreadable files raise SpecError('config')."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise SpecError("config", f"cannot read {p}: {err.strerror or err}") from None
+    try:
+        data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        kind = "TOML" if p.suffix.lower() == ".toml" else "JSON"
+        raise SpecError("config", f"{p} is not valid {kind}: {err}") from None
+    if not isinstance(data, dict):
+        raise SpecError("config", f"{p} must hold a table of settings at the top level")
+    return data
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested dicts; ``override`` wins."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,139 @@
+"""Exact classification of training endpoints from their gradients and Hessian spectra.
+
+Classes (MISSION.md, E1):
+
+* ``global_min``    — loss below ``tol_global``;
+* ``local_min``     — a critical point (the trainer reached ``tol_grad``) above that loss whose
+  smallest Hessian eigenvalue is >= -tol_eig * largest: a bad local minimum (positive
+  semidefinite up to the tolerance; overparameterized minima are degenerate, so zero eigenvalues
+  are expected);
+* ``saddle``        — a critical point with a clearly negative eigenvalue;
+* ``flat_channel``  — no critical point, the parameter norm growing while the loss plateaus, and
+  two incoming weight vectors of one layer merging (cosine > 1 - channel_cos) while their
+  outgoing weights are large and of opposite sign: the channels to infinity of Martinelli et al.,
+  along which a pair of units approaches a derivative unit a * sigma'(w.x) x;
+* ``not_converged`` — ran out of steps without any of the above;
+* ``diverged``      — NaN/inf, or parameter norm past the trainer's bound without the channel
+  signature.
+
+Every endpoint keeps the numbers its class was decided on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from escapelab.nets.mlp import Architecture
+from escapelab.optim.train import TrainResult
+from escapelab.problems.objective import Objective
+
+CLASSES = ("global_min", "local_min", "saddle", "flat_channel", "not_converged", "diverged")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Tolerances of the classification; see the module docstring for their roles."""
+
+    tol_global: float = 1e-10
+    tol_eig: float = 1e-6
+    channel_cos: float = 1e-3
+    channel_out: float = 3.0
+    channel_norm_growth: float = 1.05
+    channel_loss_change: float = 0.05
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One member's endpoint: its class and the numbers behind it."""
+
+    kind: str
+    loss: float
+    grad_norm: float
+    eig_min: float
+    eig_max: float
+    n_negative: int
+    param_norm: float
+    steps: int
+    refine_steps: int
+    status: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: float) -> bool:
+    """True if some hidden layer has two units with near-parallel incoming weights (and bias)
+    whose outgoing weight vectors point in opposite directions with norms above ``out_min``."""
+    layers = arch.unflatten(theta)
+    for layer, nxt in zip(layers[:-1], layers[1:]):
+        incoming = layer.weight if layer.bias is None else torch.cat(
+            [layer.weight, layer.bias.unsqueeze(1)], dim=1)
+        unit = incoming / incoming.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        cos = unit @ unit.t()
+        out = nxt.weight.t()  # (units, fan_out of the next layer)
+        opposite = (out @ out.t()) < 0
+        big = out.norm(dim=1) > out_min
+        close = cos > 1.0 - cos_tol
+        pair = close & opposite & big.unsqueeze(0) & big.unsqueeze(1)
+        if pair.triu(diagonal=1).any():
+            return True
+    return False
+
+
+def _plateau_with_growth(norms: Tensor, losses: Tensor, cfg: ClassifyConfig) -> bool:
+    """Over the second half of the recorded history: norm grew, loss changed little."""
+    ok = torch.isfinite(norms) & torch.isfinite(losses)
+    norms, losses = norms[ok], losses[ok]
+    if len(norms) < 4:
+        return False
+    half = len(norms) // 2
+    grew = norms[-1] >= cfg.channel_norm_growth * norms[half]
+    flat = (losses[half] - losses[-1]).abs() <= cfg.channel_loss_change * losses[half].abs()
+    return bool(grew and flat)
+
+
+def classify(
+    objective: Objective, result: TrainResult, config: ClassifyConfig | None = None
+) -> list[Endpoint]:
+    """Classify every member's endpoint in ``result`` using exact Hessians of ``objective``."""
+    cfg = config or ClassifyConfig()
+    theta = result.theta
+    n = theta.shape[0]
+    finite = torch.isfinite(theta).all(1) & torch.isfinite(result.loss)
+    eig_min = torch.full((n,), float("nan"), dtype=torch.float64)
+    eig_max = eig_min.clone()
+    n_neg = torch.zeros(n, dtype=torch.long)
+    rows = finite.nonzero().squeeze(1)
+    if len(rows):
+        eigs = torch.linalg.eigvalsh(objective.hessian(theta[rows])).to(torch.float64).cpu()
+        lo, hi = eigs[:, 0], eigs[:, -1]
+        eig_min[rows.cpu()], eig_max[rows.cpu()] = lo, hi
+        thresh = cfg.tol_eig * hi.abs().clamp_min(torch.finfo(torch.float64).tiny)
+        n_neg[rows.cpu()] = (eigs < -thresh.unsqueeze(1)).sum(1)
+    endpoints = []
+    for i in range(n):
+        loss = float(result.loss[i])
+        status = result.status[i]
+        if not bool(finite[i]):
+            kind = "diverged"
+        elif loss < cfg.tol_global:
+            kind = "global_min"
+        elif status == "converged":
+            kind = "saddle" if n_neg[i] > 0 else "local_min"
+        elif status in ("budget", "diverged") and merging_pair(
+            objective.arch, theta[i], cfg.channel_cos, cfg.channel_out
+        ) and (status == "diverged" or _plateau_with_growth(
+            result.history_norm[i], result.history_loss[i], cfg)):
+            kind = "flat_channel"
+        else:
+            kind = "diverged" if status == "diverged" else "not_converged"
+        endpoints.append(Endpoint(
+            kind=kind, loss=loss, grad_norm=float(result.grad_norm[i]),
+            eig_min=float(eig_min[i]), eig_max=float(eig_max[i]), n_negative=int(n_neg[i]),
+            param_norm=float(theta[i].norm()), steps=int(result.steps[i]),
+            refine_steps=int(result.refine_steps[i]), status=status,
+        ))
+    return endpoints

@@ -1,0 +1,157 @@
+"""Train every member of an ensemble to a true endpoint, freezing members as they stop.
+
+Phase 1 is full-batch first-order training (Adam or gradient descent); phase 2 is the damped
+Newton refinement of :mod:`escapelab.optim.refine`. After every evaluation each member is checked:
+
+* ``global``    — loss below ``tol_global``;
+* ``converged`` — gradient norm at or below ``tol_grad`` (a critical point, of any kind);
+* ``diverged``  — NaN/inf, or parameter norm above ``max_norm`` (recorded, never raised);
+* ``budget``    — still running when both phases ran out of steps.
+
+Stopped members are written back and dropped from the active set, so the rest run on a smaller
+ensemble. A history of loss and parameter norm every ``record_every`` steps is kept for the
+flat-channel diagnosis of :mod:`escapelab.landscape.classify`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from escapelab.optim.refine import NewtonRefiner
+from escapelab.optim.steppers import make_stepper
+from escapelab.problems.objective import Objective
+
+STATUSES = ("global", "converged", "diverged", "budget")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: first-order phase, refinement, and the per-member stopping rules."""
+
+    optimizer: Literal["adam", "gd"] = "adam"
+    lr: float = 0.01
+    steps: int = 5000
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    refine_steps: int = 50
+    tol_grad: float = 1e-10
+    tol_global: float = 1e-10
+    max_norm: float = 1e3
+    record_every: int = 100
+
+
+@dataclass
+class TrainResult:
+    """Endpoints and how each member got there; tensors have the ensemble axis first."""
+
+    theta: Tensor
+    loss: Tensor
+    grad_norm: Tensor
+    status: list[str]
+    steps: Tensor
+    refine_steps: Tensor
+    history_step: list[int] = field(default_factory=list)
+    history_loss: Tensor | None = None
+    history_norm: Tensor | None = None
+    wall_time: float = 0.0
+
+
+class _Ledger:
+    """Final values of stopped members and the map from active rows to member indices."""
+
+    def __init__(self, theta0: Tensor, n_checkpoints: int):
+        n = theta0.shape[0]
+        self.theta = theta0.detach().clone()
+        self.loss = torch.full((n,), float("nan"), dtype=theta0.dtype, device=theta0.device)
+        self.grad_norm = torch.full_like(self.loss, float("nan"))
+        self.status = ["budget"] * n
+        self.steps = torch.zeros(n, dtype=torch.long)
+        self.refine_steps = torch.zeros(n, dtype=torch.long)
+        self.active = torch.arange(n, device=theta0.device)
+        self.hist_loss = torch.full((n, n_checkpoints), float("nan"), dtype=theta0.dtype)
+        self.hist_norm = torch.full_like(self.hist_loss, float("nan"))
+        self.hist_step: list[int] = []
+
+    def record(self, step: int, theta: Tensor, loss: Tensor) -> None:
+        k = len(self.hist_step)
+        if k < self.hist_loss.shape[1]:
+            self.hist_step.append(step)
+            idx = self.active.cpu()
+            self.hist_loss[idx, k] = loss.detach().cpu()
+            self.hist_norm[idx, k] = theta.norm(dim=1).cpu()
+
+    def settle(self, theta: Tensor, loss: Tensor, grad: Tensor, cfg: TrainConfig) -> Tensor:
+        """Write back every active member, mark those that stop; return the rows still active."""
+        gnorm = grad.norm(dim=1)
+        pnorm = theta.norm(dim=1)
+        diverged = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | (pnorm > cfg.max_norm)
+        is_global = ~diverged & (loss < cfg.tol_global)
+        converged = ~diverged & ~is_global & (gnorm <= cfg.tol_grad)
+        self.theta[self.active] = theta
+        self.loss[self.active] = loss
+        self.grad_norm[self.active] = gnorm
+        for mask, name in ((diverged, "diverged"), (is_global, "global"), (converged, "converged")):
+            for i in self.active[mask].tolist():
+                self.status[i] = name
+        keep = (~(diverged | is_global | converged)).nonzero().squeeze(1)
+        self.active = self.active[keep]
+        return keep
+
+
+def train(
+    objective: Objective,
+    theta0: Tensor,
+    config: TrainConfig | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train all members of ``theta0`` (E, P) on ``objective``; see the module docstring."""
+    cfg = config or TrainConfig()
+    start = time.perf_counter()
+    ledger = _Ledger(theta0, cfg.steps // max(cfg.record_every, 1) + 2)
+    theta = theta0.detach().clone()
+    stepper = make_stepper(cfg.optimizer, cfg.lr, cfg.betas, cfg.eps)
+    bar = tqdm(total=cfg.steps + cfg.refine_steps, disable=not progress, desc="train", leave=False)
+    for step in range(cfg.steps + 1):
+        loss, grad = objective.loss_and_grad(theta)
+        if step % cfg.record_every == 0:
+            ledger.record(step, theta, loss)
+        ledger.steps[ledger.active.cpu()] = step
+        keep = ledger.settle(theta, loss, grad, cfg)
+        if len(keep) < theta.shape[0]:
+            theta, grad = theta[keep], grad[keep]
+            stepper.keep(keep)
+        if step == cfg.steps or len(keep) == 0:
+            break
+        stepper.step(theta, grad)
+        bar.update()
+    if len(ledger.active) and cfg.refine_steps > 0:
+        refiner = NewtonRefiner(objective, theta, *objective.loss_and_grad(theta))
+        for it in range(1, cfg.refine_steps + 1):
+            refiner.step()
+            ledger.refine_steps[ledger.active.cpu()] = it
+            keep = ledger.settle(refiner.theta, refiner.loss, refiner.grad, cfg)
+            bar.update()
+            if len(keep) == 0:
+                break
+            if len(keep) < refiner.theta.shape[0]:
+                refiner.keep(keep)
+    bar.close()
+    n_hist = len(ledger.hist_step)
+    return TrainResult(
+        theta=ledger.theta,
+        loss=ledger.loss,
+        grad_norm=ledger.grad_norm,
+        status=ledger.status,
+        steps=ledger.steps,
+        refine_steps=ledger.refine_steps,
+        history_step=ledger.hist_step,
+        history_loss=ledger.hist_loss[:, :n_hist],
+        history_norm=ledger.hist_norm[:, :n_hist],
+        wall_time=time.perf_counter() - start,
+    )
