@@ -139,7 +139,9 @@ def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> objec
             return tuple(_coerce(v, args[0], f"{path}[{i}]", meta) for i, v in enumerate(items))
         if len(items) != len(args):
             raise _fail(path, f"{len(args)} values", value)
-        return tuple(_coerce(v, a, f"{path}[{i}]", meta) for i, (v, a) in enumerate(zip(items, args)))
+        return tuple(
+            _coerce(v, a, f"{path}[{i}]", meta) for i, (v, a) in enumerate(zip(items, args, strict=False))
+        )
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -197,8 +199,9 @@ def to_dict(spec: object) -> dict[str, Any]:
 
 def spec_hash(experiment: str, spec: object) -> str:
     """A stable 16-hex-digit name for (experiment, spec): sha256 of the canonical JSON."""
-    text = json.dumps({"experiment": experiment, "spec": to_dict(spec)}, sort_keys=True,
-                      separators=(",", ":"))
+    text = json.dumps(
+        {"experiment": experiment, "spec": to_dict(spec)}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

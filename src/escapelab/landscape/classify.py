@@ -21,6 +21,7 @@ Every endpoint keeps the numbers its class was decided on.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -68,9 +69,12 @@ def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: flo
     """True if some hidden layer has two units with near-parallel incoming weights (and bias)
     whose outgoing weight vectors point in opposite directions with norms above ``out_min``."""
     layers = arch.unflatten(theta)
-    for layer, nxt in zip(layers[:-1], layers[1:]):
-        incoming = layer.weight if layer.bias is None else torch.cat(
-            [layer.weight, layer.bias.unsqueeze(1)], dim=1)
+    for layer, nxt in itertools.pairwise(layers):
+        incoming = (
+            layer.weight
+            if layer.bias is None
+            else torch.cat([layer.weight, layer.bias.unsqueeze(1)], dim=1)
+        )
         unit = incoming / incoming.norm(dim=1, keepdim=True).clamp_min(1e-300)
         cos = unit @ unit.t()
         out = nxt.weight.t()  # (units, fan_out of the next layer)
@@ -123,17 +127,29 @@ def classify(
             kind = "global_min"
         elif status == "converged":
             kind = "saddle" if n_neg[i] > 0 else "local_min"
-        elif status in ("budget", "diverged") and merging_pair(
-            objective.arch, theta[i], cfg.channel_cos, cfg.channel_out
-        ) and (status == "diverged" or _plateau_with_growth(
-            result.history_norm[i], result.history_loss[i], cfg)):
+        elif (
+            status in ("budget", "diverged")
+            and merging_pair(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
+            and (
+                status == "diverged"
+                or _plateau_with_growth(result.history_norm[i], result.history_loss[i], cfg)
+            )
+        ):
             kind = "flat_channel"
         else:
             kind = "diverged" if status == "diverged" else "not_converged"
-        endpoints.append(Endpoint(
-            kind=kind, loss=loss, grad_norm=float(result.grad_norm[i]),
-            eig_min=float(eig_min[i]), eig_max=float(eig_max[i]), n_negative=int(n_neg[i]),
-            param_norm=float(theta[i].norm()), steps=int(result.steps[i]),
-            refine_steps=int(result.refine_steps[i]), status=status,
-        ))
+        endpoints.append(
+            Endpoint(
+                kind=kind,
+                loss=loss,
+                grad_norm=float(result.grad_norm[i]),
+                eig_min=float(eig_min[i]),
+                eig_max=float(eig_max[i]),
+                n_negative=int(n_neg[i]),
+                param_norm=float(theta[i].norm()),
+                steps=int(result.steps[i]),
+                refine_steps=int(result.refine_steps[i]),
+                status=status,
+            )
+        )
     return endpoints

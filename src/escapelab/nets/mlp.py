@@ -78,7 +78,9 @@ class Architecture:
     def unflatten(self, theta: Tensor) -> list[Layer]:
         """Split ``theta`` (..., P) into per-layer views (no copies; writes go through)."""
         if theta.shape[-1] != self.n_params:
-            raise ValueError(f"theta has {theta.shape[-1]} parameters, architecture needs {self.n_params}")
+            raise ValueError(
+                f"theta has {theta.shape[-1]} parameters, architecture needs {self.n_params}"
+            )
         lead = theta.shape[:-1]
         layers, k = [], 0
         for fan_in, fan_out, has_bias in self.layer_dims:
@@ -142,10 +144,14 @@ class Architecture:
                     std = scale * math.sqrt(2.0 / fan_in)
                 else:
                     std = scale
-                parts.append(std * torch.randn(fan_in * fan_out, generator=gen, dtype=torch.float64))
+                parts.append(
+                    std * torch.randn(fan_in * fan_out, generator=gen, dtype=torch.float64)
+                )
                 if has_bias:
                     if scheme == "normal":
-                        parts.append(scale * torch.randn(fan_out, generator=gen, dtype=torch.float64))
+                        parts.append(
+                            scale * torch.randn(fan_out, generator=gen, dtype=torch.float64)
+                        )
                     else:
                         parts.append(torch.zeros(fan_out, dtype=torch.float64))
             rows.append(torch.cat(parts))

@@ -56,11 +56,17 @@ class NewtonRefiner:
         flat_but_better = (loss_t <= self.loss + rounding) & (
             grad_t.norm(dim=1) < self.grad.norm(dim=1)
         )
-        accept = torch.isfinite(loss_t) & torch.isfinite(grad_t).all(1) & (decreased | flat_but_better)
+        accept = (
+            torch.isfinite(loss_t) & torch.isfinite(grad_t).all(1) & (decreased | flat_but_better)
+        )
         self.nu = torch.where(accept, self.nu / 3, self.nu * 5).clamp(NU_MIN, NU_MAX)
         if accept.any():
             rows = accept.nonzero().squeeze(1)
-            self.theta[rows], self.loss[rows], self.grad[rows] = trial[rows], loss_t[rows], grad_t[rows]
+            self.theta[rows], self.loss[rows], self.grad[rows] = (
+                trial[rows],
+                loss_t[rows],
+                grad_t[rows],
+            )
             vals, vecs = self._eigh(self.theta[rows])
             self.eigvals[rows], self.eigvecs[rows] = vals, vecs
 

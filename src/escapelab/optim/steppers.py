@@ -53,7 +53,9 @@ class Adam:
             self.m, self.v = self.m[rows], self.v[rows]
 
 
-def make_stepper(name: str, lr: float, betas: tuple[float, float], eps: float) -> Adam | GradientDescent:
+def make_stepper(
+    name: str, lr: float, betas: tuple[float, float], eps: float
+) -> Adam | GradientDescent:
     if name == "adam":
         return Adam(lr, betas, eps)
     if name == "gd":

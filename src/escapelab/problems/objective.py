@@ -50,8 +50,9 @@ class Objective(ABC):
         """Exact Hessians (E, P, P), symmetrised, computed ``member_chunk`` members at a time."""
         chunk = member_chunk or self.default_hessian_chunk(theta)
         hess_fn = torch.vmap(torch.func.hessian(self.member_loss))
-        out = torch.empty(theta.shape[0], theta.shape[1], theta.shape[1], dtype=theta.dtype,
-                          device=theta.device)
+        out = torch.empty(
+            theta.shape[0], theta.shape[1], theta.shape[1], dtype=theta.dtype, device=theta.device
+        )
         with torch.no_grad():
             for start in range(0, theta.shape[0], chunk):
                 h = hess_fn(theta[start : start + chunk].detach())
@@ -71,7 +72,9 @@ class DataObjective(Objective):
         if y.ndim == 1:
             y = y.unsqueeze(1)
         if y.shape != (x.shape[0], arch.d_out):
-            raise ValueError(f"y must have shape ({x.shape[0]}, {arch.d_out}), got {tuple(y.shape)}")
+            raise ValueError(
+                f"y must have shape ({x.shape[0]}, {arch.d_out}), got {tuple(y.shape)}"
+            )
         self.arch, self.x, self.y = arch, x, y
         self.chunk_size = chunk_size
         self._workspace: tuple[Tensor, ...] = ()
@@ -150,7 +153,9 @@ class DataObjective(Objective):
             h = act.apply_(z, slope).view(c, m1, n_members)
             tmp3 = tmp.view(c, m1, n_members)
             if shallow:
-                r = torch.stack([torch.mul(h, a_t[o], out=tmp3).sum(1) for o in range(arch.d_out)], 1)
+                r = torch.stack(
+                    [torch.mul(h, a_t[o], out=tmp3).sum(1) for o in range(arch.d_out)], 1
+                )
                 if out.bias is not None:
                     r += out.bias.t()
                 r -= yc.unsqueeze(2)  # (C, out, E)

@@ -97,7 +97,11 @@ def student_objective(
 ) -> Objective:
     """The student's loss against ``teacher``: on n_samples Gaussian inputs, or exact if None."""
     if n_samples is None:
-        return PopulationObjective(student, teacher.arch, teacher.theta.to(dtype=dtype, device=device))
+        return PopulationObjective(
+            student, teacher.arch, teacher.theta.to(dtype=dtype, device=device)
+        )
     x = gaussian_inputs(n_samples, teacher.arch.d_in, seed)
     y = teacher(x)
-    return DataObjective(student, x.to(dtype=dtype, device=device), y.to(dtype=dtype, device=device))
+    return DataObjective(
+        student, x.to(dtype=dtype, device=device), y.to(dtype=dtype, device=device)
+    )

@@ -91,7 +91,11 @@ class Store:
         return {r[0] for r in rows}
 
     def save_task(
-        self, spec_hash: str, key: str, records: list[dict[str, Any]], wall_time: float,
+        self,
+        spec_hash: str,
+        key: str,
+        records: list[dict[str, Any]],
+        wall_time: float,
         version: str,
     ) -> None:
         """Store one finished task and all its records in a single transaction."""
@@ -160,6 +164,7 @@ def export_records(records: list[dict[str, Any]], path: str | Path) -> Path:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v
-                             for k, v in rec.items()})
+            writer.writerow(
+                {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in rec.items()}
+            )
     return out
