@@ -1,0 +1,21 @@
+"""The experiments escapelab can run, by name."""
+
+from __future__ import annotations
+
+from escapelab.config import SpecError
+from escapelab.experiments.base import Experiment, Task
+from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (WidthSweep(),)}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name``; SpecError naming the allowed ones otherwise."""
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise SpecError("experiment", f"unknown experiment {name!r}; allowed: "
+                        + ", ".join(EXPERIMENTS)) from None
+
+
+__all__ = ["EXPERIMENTS", "Experiment", "Task", "WidthSweep", "WidthSweepSpec", "get_experiment"]

@@ -1,0 +1,76 @@
+"""Figures of the experiments, drawn with matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from escapelab.landscape.classify import CLASSES  # noqa: E402
+
+CLASS_COLORS = {
+    "global_min": "#1b9e77",
+    "local_min": "#d95f02",
+    "saddle": "#7570b3",
+    "flat_channel": "#e7298a",
+    "not_converged": "#999999",
+    "diverged": "#000000",
+}
+
+
+def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, title: str) -> Path:
+    """P(global minimum) vs width with Wilson intervals and the two multi-start predictions."""
+    widths = [r["width"] for r in rows]
+    p = [r["p_global"] for r in rows]
+    err = [[r["p_global"] - r["ci_low"] for r in rows], [r["ci_high"] - r["p_global"] for r in rows]]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.errorbar(widths, p, yerr=err, fmt="o-", color="k", capsize=3,
+                label="measured (Wilson 95 %)")
+    if not all(math.isnan(r["pred_subsets"]) for r in rows):
+        ax.plot(widths, [r["pred_subsets"] for r in rows], "s--", color="#d95f02",
+                label=r"lottery, $K=\binom{m}{r^*}$ overlapping subsets")
+        ax.plot(widths, [r["pred_disjoint"] for r in rows], "^:", color="#7570b3",
+                label=r"lottery, $K=\lfloor m/r^*\rfloor$ disjoint subsets")
+    ax.axvline(r_star, color="0.8", lw=1, zorder=0)
+    ax.set_xlabel("student width m")
+    ax.set_ylabel("P(global minimum)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Final loss of every member per width (log scale), coloured by endpoint class."""
+    widths = sorted({r["width"] for r in records})
+    pos = {w: i for i, w in enumerate(widths)}
+    floor = 1e-18
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for cls in CLASSES:
+        pts = [r for r in records if r["kind"] == cls and math.isfinite(r["loss"])]
+        if not pts:
+            continue
+        # deterministic horizontal jitter from the member index keeps the figure reproducible
+        xs = [pos[r["width"]] + 0.3 * (((r["member"] * 0.618034) % 1.0) - 0.5) for r in pts]
+        ys = [max(r["loss"], floor) for r in pts]
+        ax.scatter(xs, ys, s=14, color=CLASS_COLORS[cls], label=f"{cls} ({len(pts)})", alpha=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(widths)), [str(w) for w in widths])
+    ax.set_xlabel("student width m")
+    ax.set_ylabel(f"final loss (clipped at {floor:g})")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
