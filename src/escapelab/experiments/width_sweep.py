@@ -55,8 +55,8 @@ class TeacherSpec:
 class StudentSpec:
     """The students: ``seeds`` independent initializations at every width in ``widths``."""
 
-    widths: tuple[int, ...] = field(default=(4, 5, 6, 8, 12), metadata=constraint(ge=1))
-    seeds: int = field(default=24, metadata=constraint(ge=1, help="members per width"))
+    widths: tuple[int, ...] = field(default=(4, 5, 6, 7, 8, 10, 12), metadata=constraint(ge=1))
+    seeds: int = field(default=48, metadata=constraint(ge=1, help="members per width"))
     init: Literal["glorot", "he", "normal"] = "glorot"
     init_scale: float = field(default=1.0, metadata=constraint(gt=0))
     bias: bool = False

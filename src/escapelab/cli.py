@@ -1,0 +1,139 @@
+"""The ``escapelab`` command line: a thin layer over :mod:`escapelab.runner`.
+
+User mistakes (unknown experiment or key, wrong type, out-of-range value, unreadable config, unknown
+hash) print one line ``error: <field>: <what is allowed>`` and exit with code 2, before anything is
+written to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from escapelab.config import SpecError, load_config_file, merge, parse_assignments
+from escapelab.experiments import EXPERIMENTS, get_experiment
+from escapelab.report.tables import markdown_table
+from escapelab.runner.store import Store, export_records
+from escapelab.runner.sweep import prepare, run, write_outputs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+store_option = click.option(
+    "--store", type=click.Path(file_okay=False, path_type=Path), default=Path("escapelab-runs"),
+    show_default=True, help="Directory of the results store.",
+)
+
+
+def user_errors(fn: F) -> F:
+    """Turn SpecError / LookupError / ValueError from the API into a one-line error, exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SpecError, LookupError, ValueError) as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _run_and_report(name: str, spec: dict[str, Any], store: Path, workers: int, device: str,
+                    out: Path | None, progress: bool) -> None:
+    outcome = run(name, spec, store=store, workers=workers, device=device, progress=progress)
+    report = write_outputs(outcome, out)
+    click.echo(f"{name} {outcome.spec_hash}: {outcome.tasks_run} task(s) run, "
+               f"{outcome.tasks_skipped} already stored, {len(outcome.records)} records")
+    click.echo(markdown_table(outcome.summary))
+    click.echo(f"report: {report}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="escapelab")
+def main() -> None:
+    """escapelab: lottery tickets or escape dimensions, settled by measurement."""
+
+
+@main.command("run")
+@click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)), metavar="EXPERIMENT")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON or TOML file with the spec (nested tables).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override one spec field, e.g. --set teacher.width=4 --set student.widths=4..12")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel local processes.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write figures and tables (default: <store>/<hash>/).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@store_option
+@user_errors
+def run_cmd(experiment: str, config_file: Path | None, assignments: tuple[str, ...], workers: int,
+            device: str, out: Path | None, no_progress: bool, store: Path) -> None:
+    """Run EXPERIMENT (resuming what the store already holds) and write its report."""
+    data = load_config_file(config_file) if config_file else {}
+    data = merge(data, parse_assignments(assignments))
+    prepare(experiment, data)  # validate before touching the store
+    _run_and_report(experiment, data, store, workers, device, out, not no_progress)
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("escapelab-report"), show_default=True)
+@store_option
+@user_errors
+def demo(workers: int, device: str, out: Path, store: Path) -> None:
+    """Laptop-scale width sweep (about two minutes on 2 cores): figures + table in --out."""
+    _run_and_report("width-sweep", {}, store, workers, device, out, True)
+
+
+@main.command("list")
+@store_option
+@user_errors
+def list_cmd(store: Path) -> None:
+    """List the experiments in the store."""
+    rows = [{"hash": e.hash, "experiment": e.name, "tasks_done": e.tasks_done,
+             "version": e.version} for e in Store(store).experiments()]
+    click.echo(markdown_table(rows))
+
+
+@main.command()
+@click.argument("hash_prefix")
+@store_option
+@user_errors
+def show(hash_prefix: str, store: Path) -> None:
+    """Show an experiment's spec and summary table."""
+    db = Store(store)
+    row = db.find(hash_prefix)
+    exp, spec, _ = prepare(row.name, row.spec)
+    click.echo(f"{row.name} {row.hash} (escapelab {row.version}, {row.tasks_done} tasks done)")
+    click.echo(json.dumps(row.spec, indent=2))
+    click.echo(markdown_table(exp.summarize(spec, db.records(row.hash))))
+
+
+@main.command()
+@click.argument("hash_prefix")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file; .csv or .parquet (default: <hash>.csv).")
+@store_option
+@user_errors
+def export(hash_prefix: str, out: Path | None, store: Path) -> None:
+    """Export every record of an experiment to CSV (or Parquet with pyarrow installed)."""
+    db = Store(store)
+    row = db.find(hash_prefix)
+    target = out or Path(f"{row.hash}.csv")
+    if target.suffix.lower() not in (".csv", ".parquet"):
+        raise SpecError("--out", f"must end in .csv or .parquet, got {target.name!r}")
+    path = export_records(db.records(row.hash), target)
+    click.echo(f"wrote {path}")
+
+
+__all__ = ["get_experiment", "main"]
