@@ -13,15 +13,15 @@ and the engine is importable piece by piece: :class:`Architecture` (ensembles of
 
 __version__ = "0.1.0"
 
-from escapelab.config import SpecError  # noqa: E402
-from escapelab.landscape.classify import ClassifyConfig, Endpoint, classify  # noqa: E402
-from escapelab.nets.mlp import Architecture  # noqa: E402
-from escapelab.optim.train import TrainConfig, TrainResult, train  # noqa: E402
-from escapelab.problems.objective import DataObjective, Objective  # noqa: E402
-from escapelab.problems.population import PopulationObjective  # noqa: E402
-from escapelab.problems.teacher import Teacher, make_teacher, student_objective  # noqa: E402
-from escapelab.runner.store import Store  # noqa: E402
-from escapelab.runner.sweep import RunOutcome, run, write_outputs  # noqa: E402
+from escapelab.config import SpecError
+from escapelab.landscape.classify import ClassifyConfig, Endpoint, classify
+from escapelab.nets.mlp import Architecture
+from escapelab.optim.train import TrainConfig, TrainResult, train
+from escapelab.problems.objective import DataObjective, Objective
+from escapelab.problems.population import PopulationObjective
+from escapelab.problems.teacher import Teacher, make_teacher, student_objective
+from escapelab.runner.store import Store
+from escapelab.runner.sweep import RunOutcome, run, write_outputs
 
 __all__ = [
     "Architecture",

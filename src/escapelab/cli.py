@@ -25,8 +25,11 @@ from escapelab.runner.sweep import prepare, run, write_outputs
 F = TypeVar("F", bound=Callable[..., Any])
 
 store_option = click.option(
-    "--store", type=click.Path(file_okay=False, path_type=Path), default=Path("escapelab-runs"),
-    show_default=True, help="Directory of the results store.",
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("escapelab-runs"),
+    show_default=True,
+    help="Directory of the results store.",
 )
 
 
@@ -44,12 +47,21 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _run_and_report(name: str, spec: dict[str, Any], store: Path, workers: int, device: str,
-                    out: Path | None, progress: bool) -> None:
+def _run_and_report(
+    name: str,
+    spec: dict[str, Any],
+    store: Path,
+    workers: int,
+    device: str,
+    out: Path | None,
+    progress: bool,
+) -> None:
     outcome = run(name, spec, store=store, workers=workers, device=device, progress=progress)
     report = write_outputs(outcome, out)
-    click.echo(f"{name} {outcome.spec_hash}: {outcome.tasks_run} task(s) run, "
-               f"{outcome.tasks_skipped} already stored, {len(outcome.records)} records")
+    click.echo(
+        f"{name} {outcome.spec_hash}: {outcome.tasks_run} task(s) run, "
+        f"{outcome.tasks_skipped} already stored, {len(outcome.records)} records"
+    )
     click.echo(markdown_table(outcome.summary))
     click.echo(f"report: {report}")
 
@@ -62,20 +74,45 @@ def main() -> None:
 
 @main.command("run")
 @click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)), metavar="EXPERIMENT")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON or TOML file with the spec (nested tables).")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Override one spec field, e.g. --set teacher.width=4 --set student.widths=4..12")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Parallel local processes.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON or TOML file with the spec (nested tables).",
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one spec field, e.g. --set teacher.width=4 --set student.widths=4..12",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Parallel local processes.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write figures and tables (default: <store>/<hash>/).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write figures and tables (default: <store>/<hash>/).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @store_option
 @user_errors
-def run_cmd(experiment: str, config_file: Path | None, assignments: tuple[str, ...], workers: int,
-            device: str, out: Path | None, no_progress: bool, store: Path) -> None:
+def run_cmd(
+    experiment: str,
+    config_file: Path | None,
+    assignments: tuple[str, ...],
+    workers: int,
+    device: str,
+    out: Path | None,
+    no_progress: bool,
+    store: Path,
+) -> None:
     """Run EXPERIMENT (resuming what the store already holds) and write its report."""
     data = load_config_file(config_file) if config_file else {}
     data = merge(data, parse_assignments(assignments))
@@ -86,8 +123,12 @@ def run_cmd(experiment: str, config_file: Path | None, assignments: tuple[str, .
 @main.command()
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("escapelab-report"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("escapelab-report"),
+    show_default=True,
+)
 @store_option
 @user_errors
 def demo(workers: int, device: str, out: Path, store: Path) -> None:
@@ -100,8 +141,10 @@ def demo(workers: int, device: str, out: Path, store: Path) -> None:
 @user_errors
 def list_cmd(store: Path) -> None:
     """List the experiments in the store."""
-    rows = [{"hash": e.hash, "experiment": e.name, "tasks_done": e.tasks_done,
-             "version": e.version} for e in Store(store).experiments()]
+    rows = [
+        {"hash": e.hash, "experiment": e.name, "tasks_done": e.tasks_done, "version": e.version}
+        for e in Store(store).experiments()
+    ]
     click.echo(markdown_table(rows))
 
 
@@ -121,8 +164,11 @@ def show(hash_prefix: str, store: Path) -> None:
 
 @main.command()
 @click.argument("hash_prefix")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file; .csv or .parquet (default: <hash>.csv).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file; .csv or .parquet (default: <hash>.csv).",
+)
 @store_option
 @user_errors
 def export(hash_prefix: str, out: Path | None, store: Path) -> None:
@@ -137,3 +183,5 @@ def export(hash_prefix: str, out: Path | None, store: Path) -> None:
 
 
 __all__ = ["get_experiment", "main"]
+if __name__ == "__main__":
+    main()

@@ -140,7 +140,8 @@ def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> objec
         if len(items) != len(args):
             raise _fail(path, f"{len(args)} values", value)
         return tuple(
-            _coerce(v, a, f"{path}[{i}]", meta) for i, (v, a) in enumerate(zip(items, args, strict=False))
+            _coerce(v, a, f"{path}[{i}]", meta)
+            for i, (v, a) in enumerate(zip(items, args, strict=False))
         )
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):

@@ -14,8 +14,9 @@ def get_experiment(name: str) -> Experiment:
     try:
         return EXPERIMENTS[name]
     except KeyError:
-        raise SpecError("experiment", f"unknown experiment {name!r}; allowed: "
-                        + ", ".join(EXPERIMENTS)) from None
+        raise SpecError(
+            "experiment", f"unknown experiment {name!r}; allowed: " + ", ".join(EXPERIMENTS)
+        ) from None
 
 
 __all__ = ["EXPERIMENTS", "Experiment", "Task", "WidthSweep", "WidthSweepSpec", "get_experiment"]

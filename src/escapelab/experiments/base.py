@@ -34,7 +34,7 @@ class Experiment(Protocol):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" picks CUDA when available, else the CPU; anything else is passed to torch."""
+    """ "auto" picks CUDA when available, else the CPU; anything else is passed to torch."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)

@@ -98,8 +98,10 @@ class WidthSweepSpec:
                         f"the exact population loss (n_samples = null) needs erf, got {value!r}; "
                         "set n_samples to a sample count or use activation erf",
                     )
-            for name, value in (("teacher.bias", self.teacher.bias),
-                                ("student.bias", self.student.bias)):
+            for name, value in (
+                ("teacher.bias", self.teacher.bias),
+                ("student.bias", self.student.bias),
+            ):
                 if value:
                     raise SpecError(
                         name, "the exact population loss (n_samples = null) needs bias = false"
@@ -123,32 +125,53 @@ class WidthSweep:
         for m in sorted(set(spec.student.widths)):
             for lo in range(0, spec.student.seeds, block):
                 hi = min(lo + block, spec.student.seeds)
-                out.append(Task(f"m={m:04d}/seeds={lo:05d}-{hi - 1:05d}", {"m": m, "lo": lo, "hi": hi}))
+                out.append(
+                    Task(f"m={m:04d}/seeds={lo:05d}-{hi - 1:05d}", {"m": m, "lo": lo, "hi": hi})
+                )
         return out
 
-    def run_task(self, spec: WidthSweepSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
+    def run_task(
+        self, spec: WidthSweepSpec, task: Task, device: torch.device
+    ) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
         t, s, tr = spec.teacher, spec.student, spec.train
         dtype = _dtype(spec)
-        teacher = make_teacher(t.d, t.width, t.activation, t.incoming, t.outgoing, t.bias, t.seed,
-                               t.scale)
+        teacher = make_teacher(
+            t.d, t.width, t.activation, t.incoming, t.outgoing, t.bias, t.seed, t.scale
+        )
         arch = Architecture(t.d, (m,), 1, t.activation, bias=s.bias, output_bias=False)
         objective = student_objective(teacher, arch, spec.n_samples, spec.data_seed, dtype, device)
-        theta0 = arch.init(hi - lo, derive_seed("student", s.seed, m), s.init, s.init_scale,
-                           first_member=lo, dtype=dtype, device=device)
-        config = TrainConfig(optimizer=tr.optimizer, lr=tr.lr, steps=tr.steps,
-                             refine_steps=tr.refine_steps, tol_grad=tr.tol_grad,
-                             tol_global=tr.tol_global, max_norm=tr.max_norm)
+        theta0 = arch.init(
+            hi - lo,
+            derive_seed("student", s.seed, m),
+            s.init,
+            s.init_scale,
+            first_member=lo,
+            dtype=dtype,
+            device=device,
+        )
+        config = TrainConfig(
+            optimizer=tr.optimizer,
+            lr=tr.lr,
+            steps=tr.steps,
+            refine_steps=tr.refine_steps,
+            tol_grad=tr.tol_grad,
+            tol_global=tr.tol_global,
+            max_norm=tr.max_norm,
+        )
         result = train(objective, theta0, config)
-        endpoints = classify(objective, result, ClassifyConfig(tol_global=tr.tol_global,
-                                                               tol_eig=tr.tol_eig))
+        endpoints = classify(
+            objective, result, ClassifyConfig(tol_global=tr.tol_global, tol_eig=tr.tol_eig)
+        )
         share = result.wall_time / max(1, hi - lo)
         return [
             {"width": m, "member": lo + i, **ep.to_dict(), "wall_time": share}
             for i, ep in enumerate(endpoints)
         ]
 
-    def summarize(self, spec: WidthSweepSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def summarize(
+        self, spec: WidthSweepSpec, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """One row per width: counts by class, P(global) with its Wilson interval, predictions."""
         r_star = spec.teacher.width
         rows = []
@@ -157,25 +180,32 @@ class WidthSweep:
             counts = {c: sum(r["kind"] == c for r in mine) for c in CLASSES}
             n, k = len(mine), counts["global_min"]
             lo, hi = wilson_interval(k, n)
-            rows.append({"width": m, "n": n, "p_global": k / n, "ci_low": lo, "ci_high": hi,
-                         **counts})
+            rows.append(
+                {"width": m, "n": n, "p_global": k / n, "ci_low": lo, "ci_high": hi, **counts}
+            )
         base = next((row for row in rows if row["width"] == r_star), None)
         for row in rows:
             for mode in ("subsets", "disjoint"):
                 row[f"pred_{mode}"] = (
                     multistart_prediction(base["p_global"], row["width"], r_star, mode)
-                    if base is not None else float("nan")
+                    if base is not None
+                    else float("nan")
                 )
         return rows
 
-    def figures(self, spec: WidthSweepSpec, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    def figures(
+        self, spec: WidthSweepSpec, records: list[dict[str, Any]], out_dir: Path
+    ) -> list[Path]:
         from escapelab.report.figures import plot_loss_by_width, plot_success_vs_width
 
         rows = self.summarize(spec, records)
-        title = (f"teacher r*={spec.teacher.width}, d={spec.teacher.d}, {spec.teacher.activation}, "
-                 + ("population loss" if spec.n_samples is None else f"N={spec.n_samples}"))
+        title = (
+            f"teacher r*={spec.teacher.width}, d={spec.teacher.d}, {spec.teacher.activation}, "
+            + ("population loss" if spec.n_samples is None else f"N={spec.n_samples}")
+        )
         return [
-            plot_success_vs_width(rows, spec.teacher.width, out_dir / "p_global_vs_width.png",
-                                  title),
+            plot_success_vs_width(
+                rows, spec.teacher.width, out_dir / "p_global_vs_width.png", title
+            ),
             plot_loss_by_width(records, out_dir / "final_loss_by_width.png", title),
         ]

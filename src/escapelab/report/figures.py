@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from escapelab.landscape.classify import CLASSES  # noqa: E402
+from escapelab.landscape.classify import CLASSES
 
 CLASS_COLORS = {
     "global_min": "#1b9e77",
@@ -27,15 +27,27 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
     """P(global minimum) vs width with Wilson intervals and the two multi-start predictions."""
     widths = [r["width"] for r in rows]
     p = [r["p_global"] for r in rows]
-    err = [[r["p_global"] - r["ci_low"] for r in rows], [r["ci_high"] - r["p_global"] for r in rows]]
+    err = [
+        [r["p_global"] - r["ci_low"] for r in rows],
+        [r["ci_high"] - r["p_global"] for r in rows],
+    ]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.errorbar(widths, p, yerr=err, fmt="o-", color="k", capsize=3,
-                label="measured (Wilson 95 %)")
+    ax.errorbar(widths, p, yerr=err, fmt="o-", color="k", capsize=3, label="measured (Wilson 95 %)")
     if not all(math.isnan(r["pred_subsets"]) for r in rows):
-        ax.plot(widths, [r["pred_subsets"] for r in rows], "s--", color="#d95f02",
-                label=r"lottery, $K=\binom{m}{r^*}$ overlapping subsets")
-        ax.plot(widths, [r["pred_disjoint"] for r in rows], "^:", color="#7570b3",
-                label=r"lottery, $K=\lfloor m/r^*\rfloor$ disjoint subsets")
+        ax.plot(
+            widths,
+            [r["pred_subsets"] for r in rows],
+            "s--",
+            color="#d95f02",
+            label=r"lottery, $K=\binom{m}{r^*}$ overlapping subsets",
+        )
+        ax.plot(
+            widths,
+            [r["pred_disjoint"] for r in rows],
+            "^:",
+            color="#7570b3",
+            label=r"lottery, $K=\lfloor m/r^*\rfloor$ disjoint subsets",
+        )
     ax.axvline(r_star, color="0.8", lw=1, zorder=0)
     ax.set_xlabel("student width m")
     ax.set_ylabel("P(global minimum)")

@@ -41,8 +41,9 @@ def write_report(
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    (out_dir / "summary.md").write_text(f"# {title}\n\nspec hash `{spec_hash}`\n\n"
-                                        + markdown_table(rows))
+    (out_dir / "summary.md").write_text(
+        f"# {title}\n\nspec hash `{spec_hash}`\n\n" + markdown_table(rows)
+    )
     head = "".join(f"<th>{html.escape(c)}</th>" for c in (rows[0] if rows else []))
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>"

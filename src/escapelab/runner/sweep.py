@@ -22,8 +22,8 @@ from escapelab import __version__
 from escapelab.config import build, spec_hash, to_dict
 from escapelab.experiments import get_experiment
 from escapelab.experiments.base import Task, resolve_device
-from escapelab.runner.store import Store
 from escapelab.report.tables import write_report
+from escapelab.runner.store import Store
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,9 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _run_one(name: str, spec_data: dict[str, Any], task: Task, device: str
-             ) -> tuple[str, list[dict[str, Any]], float]:
+def _run_one(
+    name: str, spec_data: dict[str, Any], task: Task, device: str
+) -> tuple[str, list[dict[str, Any]], float]:
     """Run one task from plain data (picklable across processes); returns key, records, time."""
     exp = get_experiment(name)
     spec = build(exp.spec_type, spec_data)
@@ -83,8 +84,13 @@ def run(
     done = db.done_keys(h)
     todo = [t for t in tasks if t.key not in done]
     db.register(name, spec_data, h, __version__)
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), disable=not progress,
-               desc=f"{name} {h[:8]}", unit="task")
+    bar = tqdm(
+        total=len(tasks),
+        initial=len(tasks) - len(todo),
+        disable=not progress,
+        desc=f"{name} {h[:8]}",
+        unit="task",
+    )
     if workers == 1 or len(todo) <= 1:
         for task in todo:
             key, records, wall = _run_one(name, spec_data, task, device_name)
@@ -92,8 +98,9 @@ def run(
             bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(
+            min(workers, len(todo)), mp_context=ctx, initializer=_worker_init
+        ) as pool:
             pending = {pool.submit(_run_one, name, spec_data, t, device_name) for t in todo}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -103,8 +110,16 @@ def run(
                     bar.update()
     bar.close()
     records = db.records(h)
-    return RunOutcome(name, h, spec_obj, records, exp.summarize(spec_obj, records), len(todo),
-                      len(tasks) - len(todo), db.root)
+    return RunOutcome(
+        name,
+        h,
+        spec_obj,
+        records,
+        exp.summarize(spec_obj, records),
+        len(todo),
+        len(tasks) - len(todo),
+        db.root,
+    )
 
 
 def write_outputs(outcome: RunOutcome, out_dir: str | Path | None = None) -> Path:
@@ -112,5 +127,11 @@ def write_outputs(outcome: RunOutcome, out_dir: str | Path | None = None) -> Pat
     exp = get_experiment(outcome.experiment)
     target = Path(out_dir) if out_dir else outcome.store / outcome.spec_hash
     figures = exp.figures(outcome.spec, outcome.records, target)
-    return write_report(target, f"{outcome.experiment}: {exp.description}",
-                        to_dict(outcome.spec), outcome.spec_hash, outcome.summary, figures)
+    return write_report(
+        target,
+        f"{outcome.experiment}: {exp.description}",
+        to_dict(outcome.spec),
+        outcome.spec_hash,
+        outcome.summary,
+        figures,
+    )

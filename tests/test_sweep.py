@@ -1,0 +1,168 @@
+"""The width-sweep end to end: determinism, resume after SIGKILL, the headline trend, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import escapelab
+from escapelab.cli import main
+from escapelab.runner.store import DB_NAME
+
+TINY = {
+    "student": {"widths": [4, 5], "seeds": 6},
+    "train": {"steps": 1500, "refine_steps": 30},
+    "seeds_per_task": 3,
+}
+
+
+def _science(records: list[dict]) -> list[tuple]:
+    """Everything in a record except timings, sorted, for run-to-run comparison."""
+    return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "wall_time")) for r in records)
+
+
+def test_same_spec_same_records_and_rerun_skips(tmp_path: Path) -> None:
+    a = escapelab.run("width-sweep", TINY, store=tmp_path / "a", progress=False)
+    b = escapelab.run("width-sweep", TINY, store=tmp_path / "b", workers=2, progress=False)
+    assert a.spec_hash == b.spec_hash
+    assert len(a.records) == 12 and a.tasks_run == 4
+    assert _science(a.records) == _science(b.records)
+    again = escapelab.run("width-sweep", TINY, store=tmp_path / "a", progress=False)
+    assert (again.tasks_run, again.tasks_skipped) == (0, 4)
+    assert _science(again.records) == _science(a.records)
+    for rec in a.records:
+        assert rec["kind"] in escapelab.landscape.classify.CLASSES
+        for key in (
+            "loss",
+            "grad_norm",
+            "eig_min",
+            "eig_max",
+            "n_negative",
+            "param_norm",
+            "steps",
+            "wall_time",
+        ):
+            assert key in rec
+
+
+def _done_tasks(store: Path) -> int:
+    db = store / DB_NAME
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_resume_after_sigkill(tmp_path: Path) -> None:
+    store = tmp_path / "runs"
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    cmd = [
+        sys.executable,
+        "-m",
+        "escapelab.cli",
+        "run",
+        "width-sweep",
+        "--config",
+        str(config),
+        "--store",
+        str(store),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _done_tasks(store) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _done_tasks(store)
+    assert 1 <= killed_at < 4, "the kill should land half-way through the sweep"
+    resumed = escapelab.run("width-sweep", TINY, store=store, progress=False)
+    assert resumed.tasks_skipped == killed_at and resumed.tasks_run == 4 - killed_at
+    keys = [(r["width"], r["member"]) for r in resumed.records]
+    assert len(keys) == len(set(keys)) == 12
+    fresh = escapelab.run("width-sweep", TINY, store=tmp_path / "fresh", progress=False)
+    assert _science(resumed.records) == _science(fresh.records)
+
+
+def test_success_grows_with_width(tmp_path: Path) -> None:
+    spec = {"student": {"widths": [4, 8], "seeds": 16}, "train": {"steps": 2500}}
+    out = escapelab.run("width-sweep", spec, store=tmp_path, progress=False)
+    p = {row["width"]: row["p_global"] for row in out.summary}
+    assert p[8] >= p[4]
+    assert p[4] < 1.0, "this teacher has bad minima at m = r*; the test needs them"
+    row4 = next(r for r in out.summary if r["width"] == 4)
+    assert row4["ci_low"] <= row4["p_global"] <= row4["ci_high"]
+    assert row4["pred_subsets"] == row4["p_global"]
+
+
+def test_cli_errors_exit_2_and_write_nothing(tmp_path: Path) -> None:
+    runner = CliRunner()
+    store = tmp_path / "store"
+    cases = [
+        ["run", "width-sweep", "--set", "student.widths=0"],
+        ["run", "width-sweep", "--set", "teacher.incoming=orthonormal", "--set", "teacher.d=2"],
+        ["run", "width-sweep", "--set", "train.tol_global=-1"],
+        ["run", "width-sweep", "--set", "bogus=1"],
+        ["run", "width-sweep", "--config", str(tmp_path / "nope.toml")],
+        ["run", "no-such-experiment"],
+        ["show", "abcdef"],
+    ]
+    for args in cases:
+        result = runner.invoke(main, [*args, "--store", str(store)])
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+        assert not store.exists(), args
+
+
+def test_cli_run_list_show_export(tmp_path: Path) -> None:
+    runner = CliRunner()
+    store, out = tmp_path / "store", tmp_path / "report"
+    args = [
+        "run",
+        "width-sweep",
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "student.widths=4",
+        "--set",
+        "student.seeds=3",
+        "--set",
+        "train.steps=300",
+    ]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    for name in (
+        "p_global_vs_width.png",
+        "final_loss_by_width.png",
+        "summary.csv",
+        "summary.md",
+        "report.html",
+    ):
+        assert (out / name).stat().st_size > 0
+    listing = runner.invoke(main, ["list", "--store", str(store)])
+    spec_hash = escapelab.Store(store).experiments()[0].hash
+    assert spec_hash in listing.output
+    shown = runner.invoke(main, ["show", spec_hash[:6], "--store", str(store)])
+    assert shown.exit_code == 0 and '"seeds": 3' in shown.output
+    csv_path = tmp_path / "rec.csv"
+    exported = runner.invoke(
+        main, ["export", spec_hash, "--store", str(store), "--out", str(csv_path)]
+    )
+    assert exported.exit_code == 0
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 1 + 3 and "kind" in lines[0]
