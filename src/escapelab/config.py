@@ -121,9 +121,11 @@ def _check_bounds(value: float, meta: Mapping[str, Any], path: str) -> None:
 def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> object:
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_null = value is None or (
+            isinstance(value, str) and value.strip().lower() in ("none", "null")
+        )
+        if is_null and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], path, meta)
     if origin is Literal:

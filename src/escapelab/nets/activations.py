@@ -24,7 +24,7 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise nonlinearity sigma with sigma' and sigma''; ``odd`` marks sigma(-z) = -sigma(z)."""
+    """A nonlinearity sigma with sigma' and sigma''; ``odd`` marks sigma(-z) = -sigma(z)."""
 
     name: str
     fn: Callable[[Tensor], Tensor]

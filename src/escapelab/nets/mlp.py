@@ -30,7 +30,7 @@ def derive_seed(*keys: object) -> int:
 
 @dataclass(frozen=True)
 class Layer:
-    """Views of one layer's parameters: ``weight`` (..., fan_out, fan_in), ``bias`` (..., fan_out)."""
+    """Views of one layer's parameters: weight (..., fan_out, fan_in), bias (..., fan_out)."""
 
     weight: Tensor
     bias: Tensor | None
@@ -40,7 +40,7 @@ class Layer:
 class Architecture:
     """A fully connected network: d_in inputs, hidden ``widths``, d_out outputs.
 
-    ``bias`` switches the hidden-layer biases, ``output_bias`` the bias of the (linear) output layer.
+    ``bias`` switches the hidden-layer biases, ``output_bias`` the (linear) output layer's.
     """
 
     d_in: int
@@ -104,7 +104,7 @@ class Architecture:
         return torch.cat(parts, dim=-1)
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
-        """Outputs for shared inputs ``x`` (N, d_in): (E, N, d_out) for theta (E, P), (N, d_out) for (P,)."""
+        """Outputs for shared inputs x (N, d_in): (E, N, d_out) for theta (E, P), (N, d_out) for (P,)."""
         act = self.act
         layers = self.unflatten(theta)
         h = x

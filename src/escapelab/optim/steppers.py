@@ -1,9 +1,9 @@
 """First-order update rules for a whole ensemble, with per-member state that can be dropped.
 
 ``torch.optim`` treats a parameter tensor as one unit; the trainer instead freezes members as they
-stop, so these steppers keep state per row and can ``keep`` a subset of rows. The Adam update is the
-one of ``torch.optim.Adam`` (Kingma & Ba 2015, bias-corrected, eps added after the square root), so a
-member follows the same trajectory as a lone network trained with torch's optimizer.
+stop, so these steppers keep state per row and can ``keep`` a subset of rows. The Adam update is
+the one of ``torch.optim.Adam`` (Kingma & Ba 2015, bias-corrected, eps added after the square
+root), so a member follows the same trajectory as a lone network trained with torch's optimizer.
 """
 
 from __future__ import annotations

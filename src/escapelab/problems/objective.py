@@ -192,7 +192,7 @@ class DataObjective(Objective):
     def _deep_forward(
         self, h1: Tensor, yc: Tensor, hidden: list[Layer], out: Layer
     ) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Layers 2..L and the output in (E, C, m) layout: activations, slopes, residual (C, out, E)."""
+        """Layers 2..L and the output in (E, C, m) layout: activations, slopes, residual."""
         act = self.arch.act
         hs, slopes = [h1.permute(2, 0, 1)], []
         for layer in hidden:

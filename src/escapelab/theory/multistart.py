@@ -3,7 +3,8 @@
 If training a width-m network were a multi-start search over K(m) independent sub-networks of the
 teacher's width r*, each succeeding with the probability p measured at m = r*, then
 
-    P(m) = 1 - (1 - p)^K(m),  with K = C(m, r*) overlapping subsets or K = floor(m / r*) disjoint ones.
+    P(m) = 1 - (1 - p)^K(m),
+    with K = C(m, r*) overlapping subsets or K = floor(m / r*) disjoint ones.
 """
 
 from __future__ import annotations
