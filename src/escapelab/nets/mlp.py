@@ -104,7 +104,7 @@ class Architecture:
         return torch.cat(parts, dim=-1)
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
-        """Outputs for shared inputs x (N, d_in): (E, N, d_out) for theta (E, P), (N, d_out) for (P,)."""
+        """Outputs on shared inputs x (N, d_in): (E, N, d_out), or (N, d_out) for theta (P,)."""
         act = self.act
         layers = self.unflatten(theta)
         h = x
