@@ -75,3 +75,15 @@ def test_malformed_assignment_and_unreadable_files(tmp_path) -> None:
     good.write_text("[teacher]\nwidth = 3\n[student]\nwidths = [3, 6]\n")
     spec = build(WidthSweepSpec, load_config_file(good))
     assert (spec.teacher.width, spec.student.widths) == (3, (3, 6))
+
+
+def test_readme_spec_file_lists_the_defaults(tmp_path) -> None:
+    """The README's sweep.toml documents every field with its default: keep them in sync."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    toml = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
+    path = tmp_path / "sweep.toml"
+    path.write_text(toml)
+    assert build(WidthSweepSpec, load_config_file(path)) == build(WidthSweepSpec, {})
