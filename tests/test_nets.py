@@ -13,6 +13,8 @@ from torch import nn
 from escapelab.nets.activations import ACTIVATIONS, get_activation
 from escapelab.nets.mlp import Architecture
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 ACT_NAMES = ("erf", "tanh", "softplus", "sigmoid", "relu", "linear")
 
 ARCHS = [

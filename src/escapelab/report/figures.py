@@ -52,13 +52,7 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
     ax.set_xlabel("student width m")
     ax.set_ylabel("P(global minimum)")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, title, path, legend_loc="lower right")
 
 
 def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -79,8 +73,13 @@ def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) ->
     ax.set_xticks(range(len(widths)), [str(w) for w in widths])
     ax.set_xlabel("student width m")
     ax.set_ylabel(f"final loss (clipped at {floor:g})")
+    return _finish(fig, ax, title, path, legend_loc="best")
+
+
+def _finish(fig: Any, ax: Any, title: str, path: Path, legend_loc: str) -> Path:
+    """Title, legend, layout; save as PNG (creating the folder) and free the figure."""
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc=legend_loc)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
