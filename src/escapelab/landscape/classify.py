@@ -105,6 +105,7 @@ def classify(
     """Classify every member's endpoint in ``result`` using exact Hessians of ``objective``."""
     cfg = config or ClassifyConfig()
     theta = result.theta
+    objective = objective.to(theta.dtype)
     n = theta.shape[0]
     finite = torch.isfinite(theta).all(1) & torch.isfinite(result.loss)
     eig_min = torch.full((n,), float("nan"), dtype=torch.float64)

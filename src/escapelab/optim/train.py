@@ -1,7 +1,9 @@
 """Train every member of an ensemble to a true endpoint, freezing members as they stop.
 
-Phase 1 is full-batch first-order training (Adam or gradient descent); phase 2 is the damped
-Newton refinement of :mod:`escapelab.optim.refine`. After every evaluation each member is checked:
+Phase 1 is full-batch first-order training (Adam or gradient descent) in the precision of
+``theta0``; phase 2 is the damped Newton refinement of :mod:`escapelab.optim.refine`, always in
+float64 (a float32 run is promoted for it, so its endpoints can still reach gradient norms of
+1e-10; the result then holds float64 parameters). After every evaluation each member is checked:
 
 * ``global``    — loss below ``tol_global``;
 * ``converged`` — gradient norm at or below ``tol_grad`` (a critical point, of any kind);
@@ -78,6 +80,11 @@ class _Ledger:
         self.hist_norm = torch.full_like(self.hist_loss, float("nan"))
         self.hist_step: list[int] = []
 
+    def promote(self, dtype: torch.dtype) -> None:
+        """Hold final values in ``dtype`` from now on (for a float64 refinement)."""
+        self.theta, self.loss = self.theta.to(dtype), self.loss.to(dtype)
+        self.grad_norm = self.grad_norm.to(dtype)
+
     def record(self, step: int, theta: Tensor, loss: Tensor) -> None:
         k = len(self.hist_step)
         if k < self.hist_loss.shape[1]:
@@ -131,6 +138,10 @@ def train(
         stepper.step(theta, grad)
         bar.update()
     if len(ledger.active) and cfg.refine_steps > 0:
+        # the refinement and everything after it run in float64, whatever phase 1 used
+        if theta.dtype != torch.float64:
+            objective, theta = objective.to(torch.float64), theta.to(torch.float64)
+            ledger.promote(torch.float64)
         refiner = NewtonRefiner(objective, theta, *objective.loss_and_grad(theta))
         for it in range(1, cfg.refine_steps + 1):
             refiner.step()

@@ -33,6 +33,10 @@ class Objective(ABC):
     def member_loss(self, theta: Tensor) -> Tensor:
         """Loss of one network with flat parameters theta (P,), as differentiable torch ops."""
 
+    @abstractmethod
+    def to(self, dtype: torch.dtype) -> Objective:
+        """The same objective with its data in ``dtype`` (the trainer refines in float64)."""
+
     def loss(self, theta: Tensor) -> Tensor:
         """Per-member losses (E,)."""
         with torch.no_grad():
@@ -83,6 +87,11 @@ class DataObjective(Objective):
     @property
     def n_samples(self) -> int:
         return self.x.shape[0]
+
+    def to(self, dtype: torch.dtype) -> DataObjective:
+        if dtype == self.x.dtype:
+            return self
+        return DataObjective(self.arch, self.x.to(dtype), self.y.to(dtype), self.chunk_size)
 
     def member_loss(self, theta: Tensor) -> Tensor:
         f = self.arch.forward(theta, self.x)

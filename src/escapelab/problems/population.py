@@ -53,11 +53,16 @@ class PopulationObjective(Objective):
         check_population_arch(teacher_arch)
         if teacher_arch.d_in != arch.d_in or teacher_arch.d_out != arch.d_out:
             raise ValueError("student and teacher must share input and output dimensions")
-        self.arch = arch
+        self.arch, self.teacher_arch, self.teacher_theta = arch, teacher_arch, teacher_theta
         t_layers = teacher_arch.unflatten(teacher_theta.reshape(-1))
         self.teacher_w, self.teacher_a = t_layers[0].weight, t_layers[1].weight
         k_tt = erf_kernel(self.teacher_w, self.teacher_w)
         self.teacher_term = 0.5 * (self.teacher_a @ k_tt * self.teacher_a).sum()
+
+    def to(self, dtype: torch.dtype) -> PopulationObjective:
+        if dtype == self.teacher_theta.dtype:
+            return self
+        return PopulationObjective(self.arch, self.teacher_arch, self.teacher_theta.to(dtype))
 
     def member_loss(self, theta: Tensor) -> Tensor:
         layers = self.arch.unflatten(theta)
