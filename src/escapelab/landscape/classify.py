@@ -87,8 +87,12 @@ def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: flo
     return False
 
 
-def _plateau_with_growth(norms: Tensor, losses: Tensor, cfg: ClassifyConfig) -> bool:
-    """Over the second half of the recorded history: norm grew, loss changed little."""
+def _plateau_with_growth(result: TrainResult, i: int, cfg: ClassifyConfig) -> bool:
+    """Over the second half of member i's recorded history: norm grew, loss changed little.
+    No history (a hand-made result) is no evidence."""
+    if result.history_norm is None or result.history_loss is None:
+        return False
+    norms, losses = result.history_norm[i], result.history_loss[i]
     ok = torch.isfinite(norms) & torch.isfinite(losses)
     norms, losses = norms[ok], losses[ok]
     if len(norms) < 4:
@@ -131,10 +135,7 @@ def classify(
         elif (
             status in ("budget", "diverged")
             and merging_pair(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
-            and (
-                status == "diverged"
-                or _plateau_with_growth(result.history_norm[i], result.history_loss[i], cfg)
-            )
+            and (status == "diverged" or _plateau_with_growth(result, i, cfg))
         ):
             kind = "flat_channel"
         else:
