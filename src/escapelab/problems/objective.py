@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from escapelab.nets.mlp import Architecture, Layer
+from escapelab.problems.shallow_hessian import shallow_hessian
 
 
 class Objective(ABC):
@@ -96,6 +97,24 @@ class DataObjective(Objective):
     def member_loss(self, theta: Tensor) -> Tensor:
         f = self.arch.forward(theta, self.x)
         return 0.5 * ((f - self.y) ** 2).sum() / self.n_samples
+
+    def hessian(self, theta: Tensor, member_chunk: int | None = None) -> Tensor:
+        """Exact Hessians (E, P, P): closed form for one hidden layer, torch.func otherwise."""
+        if len(self.arch.widths) != 1:
+            return super().hessian(theta, member_chunk)
+        # the per-sample unit-pair weights of a chunk, (chunk, N, m^2 (out + 1)), stay near 64 MB
+        m = self.arch.widths[0]
+        per_member = self.n_samples * m * m * (self.arch.d_out + 1) * theta.element_size()
+        chunk = member_chunk or max(1, min(theta.shape[0], (64 << 20) // per_member))
+        theta = theta.detach()
+        out = torch.empty(
+            theta.shape[0], theta.shape[1], theta.shape[1], dtype=theta.dtype, device=theta.device
+        )
+        for start in range(0, theta.shape[0], chunk):
+            out[start : start + chunk] = shallow_hessian(
+                self.arch, theta[start : start + chunk], self.x, self.y
+            )
+        return out
 
     def default_hessian_chunk(self, theta: Tensor) -> int:
         # forward-over-reverse keeps about P tangents of every (N, width) activation per member
