@@ -96,4 +96,5 @@ def shallow_hessian(arch: Architecture, theta: Tensor, x: Tensor, y: Tensor) -> 
             hs[:, c0 + o, sl] = h_sum
             hs[:, c0 + o, c0 + o] = n
     perm = _structured_to_theta(arch).to(x.device)
-    return hs[:, perm][:, :, perm] / n
+    hs = hs[:, perm][:, :, perm]
+    return (hs + hs.transpose(1, 2)) / (2 * n)
