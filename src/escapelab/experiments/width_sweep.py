@@ -12,70 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from escapelab.config import SpecError, constraint
+from escapelab.config import constraint
 from escapelab.experiments.base import Task
-from escapelab.landscape.classify import CLASSES, ClassifyConfig, classify
-from escapelab.nets.activations import ACTIVATIONS
-from escapelab.nets.mlp import Architecture, derive_seed
-from escapelab.optim.train import TrainConfig, train
-from escapelab.problems.teacher import make_teacher, student_objective
+from escapelab.experiments.common import (
+    StudentSpec,
+    TeacherSpec,
+    TrainSpec,
+    check_population,
+    problem,
+    student_arch,
+    student_init,
+    train_and_classify,
+)
+from escapelab.landscape.classify import CLASSES
 from escapelab.theory.multistart import multistart_prediction, wilson_interval
-
-ActivationName = Literal["erf", "tanh", "softplus", "sigmoid", "relu", "linear"]
-assert set(ActivationName.__args__) == set(ACTIVATIONS)  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class TeacherSpec:
-    """The teacher: r* = ``width`` hidden units on ``d`` Gaussian inputs."""
-
-    d: int = field(default=2, metadata=constraint(ge=1, help="input dimension"))
-    width: int = field(default=4, metadata=constraint(ge=1, help="hidden units r*"))
-    activation: ActivationName = "erf"
-    incoming: Literal["gaussian", "orthonormal"] = "gaussian"
-    outgoing: Literal["ones", "signs", "gaussian"] = "ones"
-    scale: float = field(default=2.0, metadata=constraint(gt=0, help="incoming weight scale"))
-    bias: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.incoming == "orthonormal" and self.width > self.d:
-            raise SpecError(
-                "teacher.width",
-                f"orthonormal incoming weights need width <= d (width={self.width}, d={self.d}); "
-                "lower the width, raise d, or use incoming=gaussian",
-            )
-
-
-@dataclass(frozen=True)
-class StudentSpec:
-    """The students: ``seeds`` independent initializations at every width in ``widths``."""
-
-    widths: tuple[int, ...] = field(default=(4, 5, 6, 7, 8, 10, 12), metadata=constraint(ge=1))
-    seeds: int = field(default=48, metadata=constraint(ge=1, help="members per width"))
-    init: Literal["glorot", "he", "normal"] = "glorot"
-    init_scale: float = field(default=1.0, metadata=constraint(gt=0))
-    bias: bool = False
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Optimizer, refinement, tolerances and precision."""
-
-    optimizer: Literal["adam", "gd"] = "adam"
-    lr: float = field(default=0.01, metadata=constraint(gt=0))
-    steps: int = field(default=4000, metadata=constraint(ge=0))
-    refine_steps: int = field(default=60, metadata=constraint(ge=0))
-    tol_grad: float = field(default=1e-10, metadata=constraint(gt=0))
-    tol_global: float = field(default=1e-9, metadata=constraint(gt=0))
-    tol_eig: float = field(default=1e-6, metadata=constraint(ge=0))
-    max_norm: float = field(default=1e3, metadata=constraint(gt=0))
-    precision: Literal["float32", "float64"] = "float64"
 
 
 @dataclass(frozen=True)
@@ -90,26 +44,7 @@ class WidthSweepSpec:
     seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
 
     def __post_init__(self) -> None:
-        if self.n_samples is None:
-            for name, value in (("teacher.activation", self.teacher.activation),):
-                if value != "erf":
-                    raise SpecError(
-                        name,
-                        f"the exact population loss (n_samples = null) needs erf, got {value!r}; "
-                        "set n_samples to a sample count or use activation erf",
-                    )
-            for name, value in (
-                ("teacher.bias", self.teacher.bias),
-                ("student.bias", self.student.bias),
-            ):
-                if value:
-                    raise SpecError(
-                        name, "the exact population loss (n_samples = null) needs bias = false"
-                    )
-
-
-def _dtype(spec: WidthSweepSpec) -> torch.dtype:
-    return torch.float64 if spec.train.precision == "float64" else torch.float32
+        check_population(self.n_samples, self.teacher, self.student.bias)
 
 
 class WidthSweep:
@@ -134,38 +69,19 @@ class WidthSweep:
         self, spec: WidthSweepSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
-        t, s, tr = spec.teacher, spec.student, spec.train
-        dtype = _dtype(spec)
-        teacher = make_teacher(
-            t.d, t.width, t.activation, t.incoming, t.outgoing, t.bias, t.seed, t.scale
-        )
-        arch = Architecture(t.d, (m,), 1, t.activation, bias=s.bias, output_bias=False)
-        objective = student_objective(teacher, arch, spec.n_samples, spec.data_seed, dtype, device)
-        theta0 = arch.init(
-            hi - lo,
-            derive_seed("student", s.seed, m),
-            s.init,
-            s.init_scale,
-            first_member=lo,
-            dtype=dtype,
-            device=device,
-        )
-        config = TrainConfig(
-            optimizer=tr.optimizer,
-            lr=tr.lr,
-            steps=tr.steps,
-            refine_steps=tr.refine_steps,
-            tol_grad=tr.tol_grad,
-            tol_global=tr.tol_global,
-            max_norm=tr.max_norm,
-        )
-        result = train(objective, theta0, config)
-        endpoints = classify(
-            objective, result, ClassifyConfig(tol_global=tr.tol_global, tol_eig=tr.tol_eig)
-        )
+        arch = student_arch(spec.teacher, m, spec.student.bias)
+        objective = problem(spec.teacher, arch, spec.n_samples, spec.data_seed, spec.train, device)
+        theta0 = student_init(arch, spec.student, lo, hi, spec.train, device)
+        result, endpoints = train_and_classify(objective, theta0, spec.train)
         share = result.wall_time / max(1, hi - lo)
         return [
-            {"width": m, "member": lo + i, **ep.to_dict(), "wall_time": share}
+            {
+                "width": m,
+                "member": lo + i,
+                **ep.to_dict(),
+                "wall_time": share,
+                "theta": result.theta[i].tolist(),
+            }
             for i, ep in enumerate(endpoints)
         ]
 
