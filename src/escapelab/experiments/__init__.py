@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
+from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (WidthSweep(),)}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (WidthSweep(), Subnetworks())}
 
 
 def get_experiment(name: str) -> Experiment:
@@ -19,4 +20,13 @@ def get_experiment(name: str) -> Experiment:
         ) from None
 
 
-__all__ = ["EXPERIMENTS", "Experiment", "Task", "WidthSweep", "WidthSweepSpec", "get_experiment"]
+__all__ = [
+    "EXPERIMENTS",
+    "Experiment",
+    "SubnetworkSpec",
+    "Subnetworks",
+    "Task",
+    "WidthSweep",
+    "WidthSweepSpec",
+    "get_experiment",
+]

@@ -85,3 +85,31 @@ def _finish(fig: Any, ax: Any, title: str, path: Path, legend_loc: str) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+CELL_COLORS = ("#1b9e77", "#e6ab02", "#d95f02", "#999999")
+
+
+def plot_contingency(
+    rows: list[dict[str, Any]], cells: tuple[str, ...], path: Path, title: str
+) -> Path:
+    """Stacked fractions of the ticket x success table per width (off-diagonal cells labelled)."""
+    widths = [r["width"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    bottom = [0.0] * len(rows)
+    for cell, color in zip(cells, CELL_COLORS, strict=True):
+        frac = [r[cell] / r["n"] for r in rows]
+        ax.bar(range(len(rows)), frac, bottom=bottom, color=color, label=cell.replace("_", " "))
+        for i, (f, b) in enumerate(zip(frac, bottom, strict=True)):
+            if rows[i][cell]:
+                ax.text(i, b + f / 2, str(rows[i][cell]), ha="center", va="center", fontsize=8)
+        bottom = [b + f for b, f in zip(bottom, frac, strict=True)]
+    labels = [
+        f"{w}" + (" (sampled)" if r["subsets_sampled"] else "")
+        for w, r in zip(widths, rows, strict=True)
+    ]
+    ax.set_xticks(range(len(rows)), labels)
+    ax.set_xlabel("student width m")
+    ax.set_ylabel("fraction of students")
+    ax.set_ylim(0, 1.25)
+    return _finish(fig, ax, title, path, legend_loc="upper center")

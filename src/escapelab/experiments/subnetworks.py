@@ -1,0 +1,199 @@
+"""E2, the strong multi-start test: does the full network succeed because a ticket exists?
+
+For every width-m student (m > r*), each width-r* sub-network — a subset of hidden units with
+their incoming and outgoing weights at initialization — is trained in isolation, as extra ensemble
+members, with the same training and classification as the full network. A sub-network that
+reaches the global minimum is a winning neuron-level ticket. Per width the result is the 2x2 table
+"a winning sub-network exists at init" x "the full network reaches the global minimum"; the
+literal lottery picture predicts that the two off-diagonal cells are empty:
+
+* ``success_without_ticket`` — the full network succeeds although no sub-network can;
+* ``failure_with_ticket``    — a winning ticket is present, yet the full network fails.
+
+When C(m, r*) exceeds ``max_subsets`` a seeded uniform sample of distinct subsets is used (the
+same subsets for every member of that width) and the output says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from escapelab.config import SpecError, constraint
+from escapelab.experiments.base import Task
+from escapelab.experiments.common import (
+    StudentSpec,
+    TeacherSpec,
+    TrainSpec,
+    check_population,
+    problem,
+    student_arch,
+    student_init,
+    train_and_classify,
+)
+from escapelab.nets.mlp import derive_seed
+from escapelab.nets.surgery import select_units
+from escapelab.theory.multistart import wilson_interval
+
+CELLS = (
+    "success_with_ticket",
+    "success_without_ticket",
+    "failure_with_ticket",
+    "failure_without_ticket",
+)
+
+
+@dataclass(frozen=True)
+class SubnetworkSpec:
+    """Full students of the widths in ``student.widths`` and all (or sampled) width-r* subsets."""
+
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    student: StudentSpec = field(default_factory=lambda: StudentSpec(widths=(5, 6, 8), seeds=24))
+    train: TrainSpec = field(default_factory=TrainSpec)
+    n_samples: int | None = field(default=None, metadata=constraint(ge=1))
+    data_seed: int = 0
+    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
+    max_subsets: int = field(default=70, metadata=constraint(ge=1))
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_population(self.n_samples, self.teacher, self.student.bias)
+        narrow = [m for m in self.student.widths if m <= self.teacher.width]
+        if narrow:
+            raise SpecError(
+                "student.widths",
+                f"every width must exceed teacher.width = {self.teacher.width} (got {narrow[0]}): "
+                "the sub-networks have the teacher's width",
+            )
+
+
+def unit_subsets(m: int, r: int, max_subsets: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
+    """All r-subsets of m units in lexicographic order, or a seeded sample of ``max_subsets``
+    distinct ones (sorted) when there are more; the flag says whether it is a sample."""
+    total = math.comb(m, r)
+    if total <= max_subsets:
+        return list(itertools.combinations(range(m), r)), False
+    gen = torch.Generator().manual_seed(derive_seed("subsets", seed, m, r))
+    chosen: set[tuple[int, ...]] = set()
+    while len(chosen) < max_subsets:
+        perm = torch.randperm(m, generator=gen)[:r]
+        chosen.add(tuple(sorted(perm.tolist())))
+    return sorted(chosen), True
+
+
+class Subnetworks:
+    """The ``subnetworks`` experiment (E2: sub-network contingency table)."""
+
+    name = "subnetworks"
+    spec_type = SubnetworkSpec
+    description = "does a winning width-r* sub-network at init explain the full network's success?"
+
+    def tasks(self, spec: SubnetworkSpec) -> list[Task]:
+        block = spec.seeds_per_task or spec.student.seeds
+        return [
+            Task(
+                f"m={m:04d}/seeds={lo:05d}-{min(lo + block, spec.student.seeds) - 1:05d}",
+                {"m": m, "lo": lo, "hi": min(lo + block, spec.student.seeds)},
+            )
+            for m in sorted(set(spec.student.widths))
+            for lo in range(0, spec.student.seeds, block)
+        ]
+
+    def run_task(
+        self, spec: SubnetworkSpec, task: Task, device: torch.device
+    ) -> list[dict[str, Any]]:
+        m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
+        r = spec.teacher.width
+        arch = student_arch(spec.teacher, m, spec.student.bias)
+        theta0 = student_init(arch, spec.student, lo, hi, spec.train, device)
+        subsets, sampled = unit_subsets(m, r, spec.max_subsets, spec.subset_seed)
+        sub_thetas = []
+        for units in subsets:
+            sub_arch, sub_theta = select_units(arch, theta0, units)
+            sub_thetas.append(sub_theta)
+        # (K, E, P_sub) -> member-major (E * K, P_sub): member e's subsets are rows e*K .. e*K+K-1
+        subs0 = torch.stack(sub_thetas, 1).reshape(-1, sub_arch.n_params)
+        full, full_ep = train_and_classify(
+            problem(spec.teacher, arch, spec.n_samples, spec.data_seed, spec.train, device),
+            theta0,
+            spec.train,
+        )
+        _, sub_ep = train_and_classify(
+            problem(spec.teacher, sub_arch, spec.n_samples, spec.data_seed, spec.train, device),
+            subs0,
+            spec.train,
+        )
+        k = len(subsets)
+        records = []
+        for i, ep in enumerate(full_ep):
+            mine = sub_ep[i * k : (i + 1) * k]
+            winning = [s for s, e in enumerate(mine) if e.kind == "global_min"]
+            records.append(
+                {
+                    "width": m,
+                    "member": lo + i,
+                    **ep.to_dict(),
+                    "n_subsets": k,
+                    "subsets_sampled": sampled,
+                    "n_winning": len(winning),
+                    "winning_subsets": [list(subsets[s]) for s in winning],
+                    "subset_losses": [e.loss for e in mine],
+                    "wall_time": full.wall_time / max(1, hi - lo),
+                }
+            )
+        return records
+
+    def summarize(
+        self, spec: SubnetworkSpec, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Per width: the 2x2 contingency table, P(full success) and P(a ticket exists)."""
+        rows = []
+        for m in sorted({int(r["width"]) for r in records}):
+            mine = [r for r in records if r["width"] == m]
+            success = [r["kind"] == "global_min" for r in mine]
+            ticket = [r["n_winning"] > 0 for r in mine]
+            cells = {
+                "success_with_ticket": sum(s and t for s, t in zip(success, ticket, strict=True)),
+                "success_without_ticket": sum(
+                    s and not t for s, t in zip(success, ticket, strict=True)
+                ),
+                "failure_with_ticket": sum(
+                    t and not s for s, t in zip(success, ticket, strict=True)
+                ),
+                "failure_without_ticket": sum(
+                    not (s or t) for s, t in zip(success, ticket, strict=True)
+                ),
+            }
+            n = len(mine)
+            lo, hi = wilson_interval(sum(success), n)
+            rows.append(
+                {
+                    "width": m,
+                    "n": n,
+                    "subsets_per_member": mine[0]["n_subsets"],
+                    "subsets_sampled": any(r["subsets_sampled"] for r in mine),
+                    "p_full_success": sum(success) / n,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_ticket_exists": sum(ticket) / n,
+                    **cells,
+                }
+            )
+        return rows
+
+    def figures(
+        self, spec: SubnetworkSpec, records: list[dict[str, Any]], out_dir: Path
+    ) -> list[Path]:
+        from escapelab.report.figures import plot_contingency
+
+        rows = self.summarize(spec, records)
+        title = (
+            f"width-{spec.teacher.width} sub-networks trained alone; teacher r*="
+            f"{spec.teacher.width}, d={spec.teacher.d}"
+        )
+        return [plot_contingency(rows, CELLS, out_dir / "subnetwork_contingency.png", title)]
