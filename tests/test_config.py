@@ -87,3 +87,12 @@ def test_readme_spec_file_lists_the_defaults(tmp_path) -> None:
     path = tmp_path / "sweep.toml"
     path.write_text(toml)
     assert build(WidthSweepSpec, load_config_file(path)) == build(WidthSweepSpec, {})
+
+
+def test_section_defaults_come_from_the_experiment() -> None:
+    """A nested section set partly by the user keeps the experiment's own defaults elsewhere."""
+    from escapelab.experiments.escape import EscapeSpec
+
+    spec = build(EscapeSpec, {"student": {"seeds": 5}})
+    assert spec.student.widths == (4,) and spec.student.seeds == 5
+    assert build(EscapeSpec, {}).student.seeds == 24

@@ -183,10 +183,17 @@ def build(cls: type[T], data: Mapping[str, Any] | None = None, prefix: str = "")
     kwargs = {}
     for name, f in fields.items():
         path = f"{prefix}.{name}" if prefix else name
+        nested = dataclasses.is_dataclass(hints[name])
+        if nested and f.default_factory is not dataclasses.MISSING:
+            # a section's defaults are those of the field (e.g. other default widths), and
+            # the user's settings override them key by key
+            value = data.get(name, {})
+            if isinstance(value, Mapping):
+                defaults = to_dict(f.default_factory())
+                kwargs[name] = build(hints[name], merge(defaults, value), prefix=path)
+                continue
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], path, f.metadata)
-        elif dataclasses.is_dataclass(hints[name]) and f.default_factory is not dataclasses.MISSING:
-            kwargs[name] = build(hints[name], {}, prefix=path)
     try:
         return cls(**kwargs)
     except SpecError as err:

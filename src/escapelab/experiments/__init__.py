@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
+from escapelab.experiments.escape import Escape, EscapeSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (WidthSweep(), Subnetworks())}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (WidthSweep(), Subnetworks(), Escape())}
 
 
 def get_experiment(name: str) -> Experiment:
@@ -22,6 +23,8 @@ def get_experiment(name: str) -> Experiment:
 
 __all__ = [
     "EXPERIMENTS",
+    "Escape",
+    "EscapeSpec",
     "Experiment",
     "SubnetworkSpec",
     "Subnetworks",

@@ -113,3 +113,64 @@ def plot_contingency(
     ax.set_ylabel("fraction of students")
     ax.set_ylim(0, 1.25)
     return _finish(fig, ax, title, path, legend_loc="upper center")
+
+
+B_COLORS = {
+    "positive": "#1b9e77",
+    "negative": "#7570b3",
+    "indefinite": "#d95f02",
+    "degenerate": "#999999",
+}
+
+
+def plot_split_spectrum(runs: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Smallest Hessian eigenvalue of split points vs gamma, coloured by the class of B;
+    hollow markers where B's prediction (saddle or minimum) disagrees with the spectrum."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for x in runs:
+        if x["embedding"] == "split":
+            seen.setdefault((x["member"], x["unit"], x["gamma"]), x)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for b_class, color in B_COLORS.items():
+        pts = [x for x in seen.values() if x["b_class"] == b_class]
+        if not pts:
+            continue
+        agree = [x["predicted_saddle"] == (x["embedded_n_negative"] > 0) for x in pts]
+        ax.scatter(
+            [x["gamma"] for x in pts],
+            [x["embedded_eig_min"] for x in pts],
+            s=22,
+            facecolors=[color if a else "none" for a in agree],
+            edgecolors=color,
+            label=f"B {b_class} ({len(pts)})",
+        )
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.axvspan(0.0, 1.0, color="0.93", zorder=0, label=r"$0<\gamma<1$")
+    ax.set_yscale("symlog", linthresh=1e-8)
+    ax.set_xlabel(r"split parameter $\gamma$")
+    ax.set_ylabel("smallest Hessian eigenvalue after splitting")
+    return _finish(fig, ax, title, path, legend_loc="best")
+
+
+def plot_escape_curves(runs: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Training loss after perturbing embedded points, relative to the bad minimum's loss."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for escaped, color, label in ((False, "0.6", "stayed"), (True, "#d95f02", "escaped")):
+        mine = [x for x in runs if x["escaped"] == escaped and x["loss_curve"]]
+        for k, x in enumerate(mine):
+            rel = [v / x["source_loss"] for v in x["loss_curve"]]
+            steps = x["curve_steps"][: len(rel)]
+            pairs = [(s, v) for s, v in zip(steps, rel, strict=True) if math.isfinite(v)]
+            if pairs:
+                ax.plot(
+                    *zip(*pairs, strict=True),
+                    color=color,
+                    lw=0.8,
+                    alpha=0.7,
+                    label=f"{label} ({len(mine)})" if k == 0 else None,
+                )
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("first-order step")
+    ax.set_ylabel("loss / loss of the bad minimum")
+    return _finish(fig, ax, title, path, legend_loc="lower left")
