@@ -1,0 +1,116 @@
+"""Closed-form subspace counts of Şimşek et al. (2021) against enumeration and values by hand."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+
+from escapelab.theory.symmetry_counts import (
+    brute_force_count,
+    count_critical_subspaces,
+    count_global_subspaces,
+    count_saddle_subspaces,
+    crossover_width,
+    plot_symmetry_counts,
+    stirling2,
+    symmetry_table,
+)
+
+
+def test_stirling_numbers_match_the_recurrence_and_a_known_row() -> None:
+    # S(n, k) = k S(n - 1, k) + S(n - 1, k - 1), S(0, 0) = 1
+    table = [[1]]
+    for n in range(1, 9):
+        prev = [*table[-1], 0]
+        table.append([k * prev[k] + (prev[k - 1] if k else 0) for k in range(n + 1)])
+    for n, row in enumerate(table):
+        assert [stirling2(n, k) for k in range(n + 1)] == row
+        assert stirling2(n, n + 1) == 0
+    assert table[7] == [0, 1, 63, 301, 350, 140, 21, 1]
+
+
+@pytest.mark.parametrize("zero_output", [True, False])
+def test_closed_forms_equal_brute_force(zero_output: bool) -> None:
+    for r in range(5):
+        for m in range(8):
+            expected = brute_force_count(r, m, zero_output=zero_output)
+            assert count_critical_subspaces(r, m, zero_output=zero_output) == expected, (r, m)
+            if zero_output:
+                assert count_global_subspaces(r, m) == expected, (r, m)
+
+
+def test_inclusion_exclusion_form() -> None:
+    # T counts the maps {1..m} -> {0..r} that hit every label 1..r
+    for r in range(7):
+        for m in range(12):
+            expected = sum((-1) ** j * math.comb(r, j) * (r + 1 - j) ** m for j in range(r + 1))
+            assert count_global_subspaces(r, m) == expected
+
+
+def test_known_small_values() -> None:
+    for r in range(7):
+        # m = r*: no room for copies or zero-output units, only the r*! permutations
+        assert count_global_subspaces(r, r) == math.factorial(r)
+        # m = r* + 1: one zero-output unit ((r+1) places x r! orderings) or one teacher unit copied
+        # twice (C(r+1, 2) pairs x r! orderings): (r+1)! (r+2) / 2
+        assert count_global_subspaces(r, r + 1) == math.factorial(r + 1) * (r + 2) // 2
+        assert count_global_subspaces(r + 1, r) == 0
+    for m in range(1, 12):
+        # r* = 1: each unit copies the teacher unit or is zero-output, all-zero excluded: 2^m - 1
+        assert count_global_subspaces(1, m) == 2**m - 1
+        # duplication only: one block (1 subspace), two labelled blocks (2^m - 2 surjections)
+        assert count_critical_subspaces(1, m, zero_output=False) == 1
+        assert count_critical_subspaces(2, m, zero_output=False) == 2**m - 2
+    # r* = 2, m = 3 by hand: 6 surjections of 3 units onto 2, plus 3 zero units x 2 bijections
+    assert count_global_subspaces(2, 3) == 12
+    assert count_saddle_subspaces(3, 3) == count_global_subspaces(1, 3) + count_global_subspaces(
+        2, 3
+    )
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError):
+        stirling2(-1, 0)
+    with pytest.raises(ValueError):
+        count_global_subspaces(2, -1)
+    with pytest.raises(ValueError):
+        crossover_width(1)
+    with pytest.raises(ValueError):
+        symmetry_table(3, [2])
+
+
+def test_crossover_exists_and_grows_with_teacher_width() -> None:
+    crossings = [crossover_width(r_star) for r_star in range(2, 7)]
+    assert crossings == [3, 5, 6, 8, 9]
+    for r_star, m_cross in zip(range(2, 7), crossings, strict=True):
+        rows = symmetry_table(r_star, range(r_star, r_star + 30))
+        ratios = [row["ratio"] for row in rows]
+        # saddle subspaces dominate at m = r*, and the ratio falls monotonically through 1
+        assert ratios[0] > 1.0
+        assert all(a > b for a, b in itertools.pairwise(ratios))
+        assert ratios[m_cross - r_star] < 1.0 <= ratios[m_cross - r_star - 1]
+    assert [crossover_width(r, zero_output=False) for r in range(2, 7)] == [2, 4, 5, 6, 8]
+
+
+def test_table_columns() -> None:
+    rows = symmetry_table(3, [3, 4, 10])
+    assert [row["m"] for row in rows] == [3, 4, 10]
+    first = rows[0]
+    assert first["T"] == 6
+    assert first["G"] == 19  # G(1, 3) + G(2, 3) = 7 + 12
+    assert first["ratio"] == pytest.approx(19 / 6)
+    for row in rows:
+        assert row["log10_T"] == pytest.approx(math.log10(row["T"]))
+        assert row["log10_G"] == pytest.approx(math.log10(row["G"]))
+        assert row["log10_ratio"] == pytest.approx(math.log10(row["ratio"]))
+
+
+def test_figure_writes_png(tmp_path: Path) -> None:
+    out = plot_symmetry_counts([2, 3, 4], list(range(2, 16)), tmp_path / "sub" / "counts.png")
+    assert out == tmp_path / "sub" / "counts.png"
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 1000
