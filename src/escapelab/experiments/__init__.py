@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
+from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (WidthSweep(), Subnetworks(), Escape())}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e for e in (WidthSweep(), Subnetworks(), Escape(), Census())
+}
 
 
 def get_experiment(name: str) -> Experiment:
@@ -23,6 +26,8 @@ def get_experiment(name: str) -> Experiment:
 
 __all__ = [
     "EXPERIMENTS",
+    "Census",
+    "CensusSpec",
     "Escape",
     "EscapeSpec",
     "Experiment",

@@ -12,6 +12,10 @@ float64. A trial is accepted when the loss decreases (or stays within rounding w
 shrinks, which is how progress looks at the bottom of a flat minimum); nu is divided by 3 on
 acceptance and multiplied by 5 on rejection, and rejected members reuse their eigendecomposition.
 
+The same machinery in ``critical`` mode takes Levenberg-Marquardt steps on 1/2 |grad L|^2 and
+accepts whatever lowers the gradient norm: a search for critical points of any index, used to find
+saddles near known endpoints (:func:`find_critical_points`).
+
 Why not a quasi-Newton method: endpoints are classified by their exact Hessian anyway, the
 parameter counts here are small (P up to a few hundred), and exact curvature gives quadratic
 convergence on degenerate minima where BFGS stalls.
@@ -19,27 +23,48 @@ convergence on degenerate minima where BFGS stalls.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from escapelab.problems.objective import Objective
 
 NU_START, NU_MIN, NU_MAX = 1e-3, 1e-15, 1e10
+Mode = Literal["descent", "critical"]
 
 
-def newton_direction(grad: Tensor, eigvals: Tensor, eigvecs: Tensor, nu: Tensor) -> Tensor:
-    """-V diag(1/(|lambda| + nu max|lambda|)) V^T g for every member: (E, P)."""
+def newton_direction(
+    grad: Tensor, eigvals: Tensor, eigvecs: Tensor, nu: Tensor, mode: Mode = "descent"
+) -> Tensor:
+    """The damped Newton step for every member, (E, P).
+
+    descent:  -V diag(1 / (|lambda| + mu)) V^T g (saddle-free; see the module docstring);
+    critical: -V diag(lambda / (lambda^2 + mu^2)) V^T g, Levenberg-Marquardt on 1/2 |g|^2, whose
+    Jacobian is H: it converges to critical points of any index, saddles included.
+    """
     scale = eigvals.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    mu = nu.unsqueeze(1) * scale
     g_eig = torch.einsum("epk,ep->ek", eigvecs, grad)
-    coef = g_eig / (eigvals.abs() + nu.unsqueeze(1) * scale)
+    if mode == "descent":
+        coef = g_eig / (eigvals.abs() + mu)
+    else:
+        coef = g_eig * eigvals / (eigvals.square() + mu.square())
     return -torch.einsum("epk,ek->ep", eigvecs, coef)
 
 
 class NewtonRefiner:
     """State of the refinement for the members still active; see the module docstring."""
 
-    def __init__(self, objective: Objective, theta: Tensor, loss: Tensor, grad: Tensor):
-        self.objective = objective
+    def __init__(
+        self,
+        objective: Objective,
+        theta: Tensor,
+        loss: Tensor,
+        grad: Tensor,
+        mode: Mode = "descent",
+    ):
+        self.objective, self.mode = objective, mode
         self.theta, self.loss, self.grad = theta, loss, grad
         self.nu = torch.full_like(loss, NU_START)
         self.eigvals, self.eigvecs = self._eigh(theta)
@@ -49,16 +74,17 @@ class NewtonRefiner:
 
     def step(self) -> None:
         """One damped Newton iteration for every active member."""
-        trial = self.theta + newton_direction(self.grad, self.eigvals, self.eigvecs, self.nu)
+        trial = self.theta + newton_direction(
+            self.grad, self.eigvals, self.eigvecs, self.nu, self.mode
+        )
         loss_t, grad_t = self.objective.loss_and_grad(trial)
-        rounding = 64 * torch.finfo(self.loss.dtype).eps * self.loss.abs()
-        decreased = loss_t < self.loss
-        flat_but_better = (loss_t <= self.loss + rounding) & (
-            grad_t.norm(dim=1) < self.grad.norm(dim=1)
-        )
-        accept = (
-            torch.isfinite(loss_t) & torch.isfinite(grad_t).all(1) & (decreased | flat_but_better)
-        )
+        smaller_grad = grad_t.norm(dim=1) < self.grad.norm(dim=1)
+        if self.mode == "descent":
+            rounding = 64 * torch.finfo(self.loss.dtype).eps * self.loss.abs()
+            better = (loss_t < self.loss) | ((loss_t <= self.loss + rounding) & smaller_grad)
+        else:
+            better = smaller_grad
+        accept = torch.isfinite(loss_t) & torch.isfinite(grad_t).all(1) & better
         self.nu = torch.where(accept, self.nu / 3, self.nu * 5).clamp(NU_MIN, NU_MAX)
         if accept.any():
             rows = accept.nonzero().squeeze(1)
@@ -74,3 +100,17 @@ class NewtonRefiner:
         """Restrict the state to members ``rows`` (indices into the current active set)."""
         self.theta, self.loss, self.grad = self.theta[rows], self.loss[rows], self.grad[rows]
         self.nu, self.eigvals, self.eigvecs = self.nu[rows], self.eigvals[rows], self.eigvecs[rows]
+
+
+def find_critical_points(
+    objective: Objective, theta0: Tensor, steps: int = 100, tol_grad: float = 1e-10
+) -> tuple[Tensor, Tensor]:
+    """Gradient-norm minimisation from every row of theta0 (E, P); returns the points reached and
+    their gradient norms (converged where <= tol_grad; the rest are where the search stalled)."""
+    loss, grad = objective.loss_and_grad(theta0)
+    search = NewtonRefiner(objective, theta0.detach().clone(), loss, grad, mode="critical")
+    for _ in range(steps):
+        if bool((search.grad.norm(dim=1) <= tol_grad).all()):
+            break
+        search.step()
+    return search.theta, search.grad.norm(dim=1)

@@ -174,3 +174,37 @@ def plot_escape_curves(runs: list[dict[str, Any]], path: Path, title: str) -> Pa
     ax.set_xlabel("first-order step")
     ax.set_ylabel("loss / loss of the bad minimum")
     return _finish(fig, ax, title, path, legend_loc="lower left")
+
+
+def plot_minima_basins(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Each distinct bad minimum: its loss against its basin share, one colour per width."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for row in rows:
+        if row["minima_losses"]:
+            ax.scatter(
+                row["minima_losses"],
+                row["basin_shares"],
+                s=30,
+                label=f"m={row['width']}: {row['distinct_bad_minima']} distinct",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("loss of the distinct bad minimum")
+    ax.set_ylabel("basin share (fraction of seeds)")
+    return _finish(fig, ax, title, path, legend_loc="best")
+
+
+def plot_index_distribution(points: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Counts of non-global critical points by Hessian index, one bar series per parameter count."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sizes = sorted({p["n_params"] for p in points})
+    indices = sorted({p["index"] for p in points}) or [0]
+    width = 0.8 / max(1, len(sizes))
+    for k, size in enumerate(sizes):
+        counts = [sum(p["n_params"] == size and p["index"] == i for p in points) for i in indices]
+        ax.bar(
+            [i + k * width for i in range(len(indices))], counts, width=width, label=f"P = {size}"
+        )
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(indices))], [str(i) for i in indices])
+    ax.set_xlabel("Hessian index (number of negative eigenvalues)")
+    ax.set_ylabel("critical points found")
+    return _finish(fig, ax, title, path, legend_loc="best")

@@ -1,0 +1,245 @@
+"""E5, the census of critical points: how many distinct bad minima, how large their basins, and
+which Hessian indices the non-global critical points near them have.
+
+Per width m the students of ``width-sweep`` are trained and classified; then the task gathers
+critical points from three sources:
+
+* ``endpoint`` — training endpoints that are critical points (bad minima and saddles);
+* ``embedded`` — every bad minimum split into width m + 1 at each unit (gamma = 1/2), the
+  symmetry-induced critical points of Fukumizu & Amari (2000) and Simsek et al. (2021);
+* ``search``   — critical points reached by gradient-norm minimisation
+  (:func:`escapelab.optim.refine.find_critical_points`) from random perturbations of size
+  ``search_radius`` around each non-global endpoint.
+
+The summary groups bad minima into distinct minima by their output on Gaussian probe inputs
+(:func:`escapelab.landscape.symmetry.group_minima`, which sees through permutations and sign
+flips) and reports their losses and basin shares (fraction of seeds), next to the distribution of
+the Hessian index of the critical points found.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from escapelab.config import constraint
+from escapelab.experiments.base import Task
+from escapelab.experiments.common import (
+    StudentSpec,
+    TeacherSpec,
+    TrainSpec,
+    check_population,
+    problem,
+    student_arch,
+    student_init,
+    train_and_classify,
+)
+from escapelab.landscape.symmetry import group_minima, probe_inputs
+from escapelab.nets.mlp import derive_seed
+from escapelab.nets.surgery import split_unit
+from escapelab.optim.refine import find_critical_points
+
+
+@dataclass(frozen=True)
+class CensusSpec:
+    """Widths to survey, and how hard to look for saddles around what training found."""
+
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    student: StudentSpec = field(default_factory=lambda: StudentSpec(widths=(3, 4, 5), seeds=24))
+    train: TrainSpec = field(default_factory=TrainSpec)
+    n_samples: int | None = field(default=None, metadata=constraint(ge=1))
+    data_seed: int = 0
+    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
+    search_starts: int = field(default=2, metadata=constraint(ge=0, help="per endpoint"))
+    search_radius: float = field(default=0.3, metadata=constraint(gt=0))
+    search_steps: int = field(default=100, metadata=constraint(ge=1))
+    tol_function: float = field(default=1e-4, metadata=constraint(gt=0))
+    n_probes: int = field(default=512, metadata=constraint(ge=1))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_population(self.n_samples, self.teacher, self.student.bias)
+
+
+def _point(
+    source: str,
+    width: int,
+    source_width: int,
+    member: int,
+    loss: float,
+    grad_norm: float,
+    eigs: torch.Tensor,
+    tol_eig: float,
+) -> dict[str, Any]:
+    """A critical point's record: where it came from, its loss and its Hessian index."""
+    thresh = tol_eig * float(eigs[-1].abs())
+    return {
+        "role": "critical",
+        "source": source,
+        "width": width,
+        "source_width": source_width,
+        "member": member,
+        "n_params": int(eigs.shape[0]),
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "eig_min": float(eigs[0]),
+        "index": int((eigs < -thresh).sum()),
+    }
+
+
+class Census:
+    """The ``minima-census`` experiment (E5)."""
+
+    name = "minima-census"
+    spec_type = CensusSpec
+    description = "distinct bad minima, their basins, and the Hessian index of critical points"
+
+    def tasks(self, spec: CensusSpec) -> list[Task]:
+        block = spec.seeds_per_task or spec.student.seeds
+        return [
+            Task(
+                f"m={m:04d}/seeds={lo:05d}-{min(lo + block, spec.student.seeds) - 1:05d}",
+                {"m": m, "lo": lo, "hi": min(lo + block, spec.student.seeds)},
+            )
+            for m in sorted(set(spec.student.widths))
+            for lo in range(0, spec.student.seeds, block)
+        ]
+
+    def run_task(self, spec: CensusSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
+        m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
+        tr = spec.train
+        arch = student_arch(spec.teacher, m, spec.student.bias)
+        objective = problem(spec.teacher, arch, spec.n_samples, spec.data_seed, tr, device)
+        result, endpoints = train_and_classify(
+            objective, student_init(arch, spec.student, lo, hi, tr, device), tr
+        )
+        objective = objective.to(result.theta.dtype)
+        records: list[dict[str, Any]] = [
+            {
+                "role": "endpoint",
+                "width": m,
+                "member": lo + i,
+                **ep.to_dict(),
+                "theta": result.theta[i].tolist(),
+            }
+            for i, ep in enumerate(endpoints)
+        ]
+        critical = [i for i, ep in enumerate(endpoints) if ep.kind in ("local_min", "saddle")]
+        for i in critical:
+            eigs = torch.linalg.eigvalsh(objective.hessian(result.theta[i : i + 1]))[0]
+            records.append(
+                _point(
+                    "endpoint",
+                    m,
+                    m,
+                    lo + i,
+                    endpoints[i].loss,
+                    endpoints[i].grad_norm,
+                    eigs,
+                    tr.tol_eig,
+                )
+            )
+        bad = [i for i in critical if endpoints[i].kind == "local_min"]
+        if bad:
+            split = [(i, split_unit(arch, result.theta[i], j, 0.5)) for i in bad for j in range(m)]
+            wide = split[0][1][0]
+            wide_obj = problem(spec.teacher, wide, spec.n_samples, spec.data_seed, tr, device).to(
+                result.theta.dtype
+            )
+            points = torch.stack([p for _, (_, p) in split])
+            loss, grad = wide_obj.loss_and_grad(points)
+            eigs = torch.linalg.eigvalsh(wide_obj.hessian(points))
+            for k, (i, _) in enumerate(split):
+                records.append(
+                    _point(
+                        "embedded",
+                        m + 1,
+                        m,
+                        lo + i,
+                        float(loss[k]),
+                        float(grad[k].norm()),
+                        eigs[k],
+                        tr.tol_eig,
+                    )
+                )
+        if critical and spec.search_starts:
+            gen = torch.Generator().manual_seed(derive_seed("census", spec.seed, m, lo))
+            owners = [i for i in critical for _ in range(spec.search_starts)]
+            noise = torch.randn(len(owners), arch.n_params, generator=gen, dtype=torch.float64)
+            starts = result.theta[owners] + spec.search_radius * noise.to(result.theta)
+            found, gnorm = find_critical_points(objective, starts, spec.search_steps, tr.tol_grad)
+            ok = gnorm <= tr.tol_grad
+            if ok.any():
+                found = found[ok]
+                eigs = torch.linalg.eigvalsh(objective.hessian(found))
+                loss = objective.loss(found)
+                kept = [o for o, flag in zip(owners, ok.tolist(), strict=True) if flag]
+                for k, i in enumerate(kept):
+                    records.append(
+                        _point(
+                            "search",
+                            m,
+                            m,
+                            lo + i,
+                            float(loss[k]),
+                            float(gnorm[ok][k]),
+                            eigs[k],
+                            tr.tol_eig,
+                        )
+                    )
+        return records
+
+    def summarize(self, spec: CensusSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per width: distinct bad minima (losses, basin shares) and Hessian indices found."""
+        rows = []
+        probes = probe_inputs(spec.teacher.d, spec.n_probes, derive_seed("probes", spec.seed))
+        for m in sorted({int(r["width"]) for r in records if r["role"] == "endpoint"}):
+            ends = [r for r in records if r["role"] == "endpoint" and r["width"] == m]
+            bad = [r for r in ends if r["kind"] == "local_min"]
+            arch = student_arch(spec.teacher, m, spec.student.bias)
+            groups = []
+            if bad:
+                thetas = torch.tensor([r["theta"] for r in bad], dtype=torch.float64)
+                losses = torch.tensor([r["loss"] for r in bad], dtype=torch.float64)
+                groups = group_minima(arch, thetas, losses, spec.tol_function, probes)
+            found = [
+                r
+                for r in records
+                if r["role"] == "critical"
+                and r["source_width"] == m
+                and r["loss"] >= spec.train.tol_global
+            ]
+            index = Counter(r["index"] for r in found)
+            rows.append(
+                {
+                    "width": m,
+                    "seeds": len(ends),
+                    "global_min": sum(r["kind"] == "global_min" for r in ends),
+                    "bad_minima": len(bad),
+                    "distinct_bad_minima": len(groups),
+                    "minima_losses": [round(g.mean_loss, 8) for g in groups],
+                    "basin_shares": [
+                        round(g.basin_share * len(bad) / len(ends), 4) for g in groups
+                    ],
+                    "critical_points_found": len(found),
+                    "index_counts": {str(k): index[k] for k in sorted(index)},
+                }
+            )
+        return rows
+
+    def figures(self, spec: CensusSpec, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+        from escapelab.report.figures import plot_index_distribution, plot_minima_basins
+
+        rows = self.summarize(spec, records)
+        found = [
+            r for r in records if r["role"] == "critical" and r["loss"] >= spec.train.tol_global
+        ]
+        title = f"teacher r*={spec.teacher.width}, d={spec.teacher.d}"
+        return [
+            plot_minima_basins(rows, out_dir / "distinct_bad_minima.png", title),
+            plot_index_distribution(found, out_dir / "hessian_index.png", title),
+        ]
