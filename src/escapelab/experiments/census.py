@@ -221,10 +221,8 @@ class Census:
                     "global_min": sum(r["kind"] == "global_min" for r in ends),
                     "bad_minima": len(bad),
                     "distinct_bad_minima": len(groups),
-                    "minima_losses": [round(g.mean_loss, 8) for g in groups],
-                    "basin_shares": [
-                        round(g.basin_share * len(bad) / len(ends), 4) for g in groups
-                    ],
+                    "minima_losses": [g.mean_loss for g in groups],
+                    "basin_shares": [g.basin_share * len(bad) / len(ends) for g in groups],
                     "critical_points_found": len(found),
                     "index_counts": {str(k): index[k] for k in sorted(index)},
                 }

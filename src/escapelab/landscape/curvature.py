@@ -68,7 +68,8 @@ class EigenResult:
     ``eigenvalues`` (k,) are ordered from the extreme inwards: descending for ``which="top"``,
     ascending for ``"bottom"``. ``eigenvectors`` (P, k) are unit columns (None if not asked for).
     ``residuals`` (k,) are ||H v - lambda v|| measured with one extra HVP per pair, and
-    ``converged`` (k,) says which pairs ARPACK accepted; pairs it did not deliver are NaN.
+    ``converged`` (k,) says which pairs ARPACK accepted; pairs it did not deliver are NaN and
+    come last (the delivered ones are then not guaranteed to be the most extreme).
     ``n_matvecs`` counts every HVP made, the residual checks included. All tensors are float64
     on the CPU.
     """
