@@ -13,6 +13,10 @@ from typing import Any
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if value != value else f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
