@@ -166,3 +166,19 @@ def test_cli_run_list_show_export(tmp_path: Path) -> None:
     assert exported.exit_code == 0
     lines = csv_path.read_text().splitlines()
     assert len(lines) == 1 + 3 and "kind" in lines[0]
+
+
+def test_cli_symmetry_counts(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["counts", "--r-star", "2..4", "--max-width", "9", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "r* = 3: saddle subspaces outnumber global-minimum subspaces up to m = 4" in result.output
+    )
+    table = (tmp_path / "symmetry_counts.md").read_text().splitlines()
+    assert len(table) == 2 + (8 + 7 + 6)
+    assert (tmp_path / "symmetry_counts.png").stat().st_size > 0
+    bad = runner.invoke(main, ["counts", "--r-star", "1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and not (tmp_path / "x").exists()

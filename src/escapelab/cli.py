@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 
 import click
 
-from escapelab.config import SpecError, load_config_file, merge, parse_assignments
+from escapelab.config import (
+    SpecError,
+    load_config_file,
+    merge,
+    parse_assignments,
+    parse_sequence,
+)
 from escapelab.experiments import EXPERIMENTS, get_experiment
 from escapelab.report.tables import markdown_table
 from escapelab.runner.store import Store, export_records
@@ -180,6 +186,62 @@ def export(hash_prefix: str, out: Path | None, store: Path) -> None:
         raise SpecError("--out", f"must end in .csv or .parquet, got {target.name!r}")
     path = export_records(db.records(row.hash), target)
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option(
+    "--r-star",
+    "r_stars",
+    default="2..6",
+    show_default=True,
+    help="Teacher widths: a list 2,3,4 or a range 2..6.",
+)
+@click.option("--max-width", type=click.IntRange(min=2), default=30, show_default=True)
+@click.option(
+    "--duplication-only",
+    is_flag=True,
+    help="Count for G only the subspaces made by duplicating units (no zero-output units).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("escapelab-report"),
+    show_default=True,
+)
+@user_errors
+def counts(r_stars: str, max_width: int, duplication_only: bool, out: Path) -> None:
+    """Symmetry-induced subspace counts T(r*, m) and G(r, m): table, crossover and figure."""
+    from escapelab.theory.symmetry_counts import (
+        crossover_width,
+        plot_symmetry_counts,
+        symmetry_table,
+    )
+
+    teachers = [int(v) for v in parse_sequence(r_stars, "--r-star")]
+    if not teachers or min(teachers) < 2:
+        raise SpecError("--r-star", "teacher widths must be >= 2 (r* = 1 has no narrower network)")
+    zero_output = not duplication_only
+    rows = []
+    for r_star in teachers:
+        cross = crossover_width(r_star, zero_output=zero_output)
+        for row in symmetry_table(
+            r_star, range(r_star, max(max_width, r_star) + 1), zero_output=zero_output
+        ):
+            rows.append({"r_star": r_star, "crossover": cross, **row})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "symmetry_counts.md").write_text(markdown_table(rows))
+    figure = plot_symmetry_counts(
+        teachers,
+        list(range(2, max_width + 1)),
+        out / "symmetry_counts.png",
+        zero_output=zero_output,
+    )
+    for r_star in teachers:
+        click.echo(
+            f"r* = {r_star}: saddle subspaces outnumber global-minimum subspaces "
+            f"up to m = {crossover_width(r_star, zero_output=zero_output) - 1}"
+        )
+    click.echo(f"table: {out / 'symmetry_counts.md'}\nfigure: {figure}")
 
 
 __all__ = ["get_experiment", "main"]

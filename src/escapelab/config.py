@@ -86,7 +86,7 @@ def _parse_bool(value: object, path: str) -> bool:
     raise _fail(path, "true or false", value)
 
 
-def _split_sequence(value: object, path: str) -> list[object]:
+def parse_sequence(value: object, path: str) -> list[object]:
     """Lists, tuples, "3,4,5" and integer ranges "3..9" or "3..9:2" (inclusive)."""
     if isinstance(value, (list, tuple)):
         return list(value)
@@ -134,7 +134,7 @@ def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> objec
             raise SpecError(path, f"must be one of {allowed}; got {value!r}")
         return value
     if origin is tuple:
-        items = _split_sequence(value, path)
+        items = parse_sequence(value, path)
         if len(args) == 2 and args[1] is Ellipsis:
             if not items:
                 raise SpecError(path, "must not be empty")
