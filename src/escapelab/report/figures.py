@@ -111,7 +111,7 @@ def plot_contingency(
     ax.set_xticks(range(len(rows)), labels)
     ax.set_xlabel("student width m")
     ax.set_ylabel("fraction of students")
-    ax.set_ylim(0, 1.25)
+    ax.set_ylim(0, 1.45)
     return _finish(fig, ax, title, path, legend_loc="upper center")
 
 
