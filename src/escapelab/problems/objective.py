@@ -158,8 +158,10 @@ class DataObjective(Objective):
         theta = theta.detach()
         layers = arch.unflatten(theta)
         first, hidden, out = layers[0], layers[1:-1], layers[-1]
-        w1 = first.weight.permute(2, 1, 0).reshape(arch.d_in, m1 * n_members)
-        b1 = None if first.bias is None else first.bias.t().reshape(-1)
+        # the activation's input scale (2 for tanh) is folded into the first layer's weights
+        scale = act.input_scale
+        w1 = scale * first.weight.permute(2, 1, 0).reshape(arch.d_in, m1 * n_members)
+        b1 = None if first.bias is None else scale * first.bias.t().reshape(-1)
         shallow = not hidden
         a_t = out.weight.permute(1, 2, 0).contiguous() if shallow else None  # (out, m1, E)
         loss = torch.zeros(n_members, dtype=theta.dtype, device=theta.device)
@@ -178,7 +180,7 @@ class DataObjective(Objective):
                 torch.mm(xc, w1, out=z)
             else:
                 torch.addmm(b1, xc, w1, out=z)
-            h = act.apply_(z, slope).view(c, m1, n_members)
+            h = act.apply_(z, slope, prescaled=True).view(c, m1, n_members)
             tmp3 = tmp.view(c, m1, n_members)
             if shallow:
                 r = torch.stack(
