@@ -30,10 +30,9 @@ from escapelab.config import constraint
 from escapelab.experiments.base import Task
 from escapelab.experiments.common import (
     StudentSpec,
-    TeacherSpec,
-    TrainSpec,
-    check_population,
+    TeacherStudentSpec,
     problem,
+    seed_block_tasks,
     student_arch,
     student_init,
     train_and_classify,
@@ -45,24 +44,16 @@ from escapelab.optim.refine import find_critical_points
 
 
 @dataclass(frozen=True)
-class CensusSpec:
+class CensusSpec(TeacherStudentSpec):
     """Widths to survey, and how hard to look for saddles around what training found."""
 
-    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     student: StudentSpec = field(default_factory=lambda: StudentSpec(widths=(3, 4, 5), seeds=24))
-    train: TrainSpec = field(default_factory=TrainSpec)
-    n_samples: int | None = field(default=None, metadata=constraint(ge=1))
-    data_seed: int = 0
-    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
     search_starts: int = field(default=2, metadata=constraint(ge=0, help="per endpoint"))
     search_radius: float = field(default=0.3, metadata=constraint(gt=0))
     search_steps: int = field(default=100, metadata=constraint(ge=1))
     tol_function: float = field(default=1e-4, metadata=constraint(gt=0))
     n_probes: int = field(default=512, metadata=constraint(ge=1))
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_population(self.n_samples, self.teacher, self.student.bias)
 
 
 def _point(
@@ -99,15 +90,7 @@ class Census:
     description = "distinct bad minima, their basins, and the Hessian index of critical points"
 
     def tasks(self, spec: CensusSpec) -> list[Task]:
-        block = spec.seeds_per_task or spec.student.seeds
-        return [
-            Task(
-                f"m={m:04d}/seeds={lo:05d}-{min(lo + block, spec.student.seeds) - 1:05d}",
-                {"m": m, "lo": lo, "hi": min(lo + block, spec.student.seeds)},
-            )
-            for m in sorted(set(spec.student.widths))
-            for lo in range(0, spec.student.seeds, block)
-        ]
+        return seed_block_tasks(spec)
 
     def run_task(self, spec: CensusSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]

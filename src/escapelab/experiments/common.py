@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from escapelab.config import SpecError, constraint
+from escapelab.experiments.base import Task
 from escapelab.landscape.classify import ClassifyConfig, Endpoint, classify
 from escapelab.nets.activations import ACTIVATIONS
 from escapelab.nets.mlp import Architecture, derive_seed
@@ -149,3 +150,34 @@ def train_and_classify(
         objective, result, ClassifyConfig(tol_global=tr.tol_global, tol_eig=tr.tol_eig)
     )
     return result, endpoints
+
+
+@dataclass(frozen=True)
+class TeacherStudentSpec:
+    """The sections every teacher-student experiment shares; experiments subclass it.
+    ``n_samples`` = None means the exact population loss (erf, no biases)."""
+
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    student: StudentSpec = field(default_factory=StudentSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    n_samples: int | None = field(default=None, metadata=constraint(ge=1))
+    data_seed: int = 0
+    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
+
+    def __post_init__(self) -> None:
+        check_population(self.n_samples, self.teacher, self.student.bias)
+
+
+def seed_block_tasks(spec: TeacherStudentSpec, label: str = "m") -> list[Task]:
+    """One task per student width and block of ``seeds_per_task`` seeds (0: all seeds);
+    params: the width ``m`` and the member range [lo, hi)."""
+    seeds = spec.student.seeds
+    block = spec.seeds_per_task or seeds
+    return [
+        Task(
+            f"{label}={m:04d}/seeds={lo:05d}-{min(lo + block, seeds) - 1:05d}",
+            {"m": m, "lo": lo, "hi": min(lo + block, seeds)},
+        )
+        for m in sorted(set(spec.student.widths))
+        for lo in range(0, seeds, block)
+    ]

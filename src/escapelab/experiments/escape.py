@@ -28,10 +28,9 @@ from escapelab.config import constraint
 from escapelab.experiments.base import Task
 from escapelab.experiments.common import (
     StudentSpec,
-    TeacherSpec,
-    TrainSpec,
-    check_population,
+    TeacherStudentSpec,
     problem,
+    seed_block_tasks,
     student_arch,
     student_init,
     train_and_classify,
@@ -45,24 +44,16 @@ ESCAPE_MARGIN = 1e-6  # an escape lowers the loss by more than this fraction of 
 
 
 @dataclass(frozen=True)
-class EscapeSpec:
+class EscapeSpec(TeacherStudentSpec):
     """Bad minima of the widths in ``student.widths`` embedded one unit wider, then trained."""
 
-    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     student: StudentSpec = field(default_factory=lambda: StudentSpec(widths=(4,), seeds=24))
-    train: TrainSpec = field(default_factory=TrainSpec)
-    n_samples: int | None = field(default=None, metadata=constraint(ge=1))
-    data_seed: int = 0
-    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
     gammas: tuple[float, ...] = (-0.5, 0.25, 0.5, 0.75, 1.5)
     epsilon: float = field(default=1e-3, metadata=constraint(gt=0))
     n_random: int = field(default=2, metadata=constraint(ge=0))
     max_minima: int = field(default=4, metadata=constraint(ge=1, help="bad minima per task"))
     new_unit_scale: float = field(default=1.0, metadata=constraint(gt=0))
     perturb_seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_population(self.n_samples, self.teacher, self.student.bias)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -77,18 +68,10 @@ class Escape:
     description = "bad minima embedded one unit wider: saddles (escape dimensions) and escapes"
 
     def tasks(self, spec: EscapeSpec) -> list[Task]:
-        block = spec.seeds_per_task or spec.student.seeds
-        return [
-            Task(
-                f"r={r:04d}/seeds={lo:05d}-{min(lo + block, spec.student.seeds) - 1:05d}",
-                {"r": r, "lo": lo, "hi": min(lo + block, spec.student.seeds)},
-            )
-            for r in sorted(set(spec.student.widths))
-            for lo in range(0, spec.student.seeds, block)
-        ]
+        return seed_block_tasks(spec, label="r")
 
     def run_task(self, spec: EscapeSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
-        r, lo, hi = task.params["r"], task.params["lo"], task.params["hi"]
+        r, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
         arch = student_arch(spec.teacher, r, spec.student.bias)
         objective = problem(spec.teacher, arch, spec.n_samples, spec.data_seed, spec.train, device)
         result, endpoints = train_and_classify(

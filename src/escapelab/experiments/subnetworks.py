@@ -28,10 +28,9 @@ from escapelab.config import SpecError, constraint
 from escapelab.experiments.base import Task
 from escapelab.experiments.common import (
     StudentSpec,
-    TeacherSpec,
-    TrainSpec,
-    check_population,
+    TeacherStudentSpec,
     problem,
+    seed_block_tasks,
     student_arch,
     student_init,
     train_and_classify,
@@ -49,20 +48,15 @@ CELLS = (
 
 
 @dataclass(frozen=True)
-class SubnetworkSpec:
+class SubnetworkSpec(TeacherStudentSpec):
     """Full students of the widths in ``student.widths`` and all (or sampled) width-r* subsets."""
 
-    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     student: StudentSpec = field(default_factory=lambda: StudentSpec(widths=(5, 6, 8), seeds=24))
-    train: TrainSpec = field(default_factory=TrainSpec)
-    n_samples: int | None = field(default=None, metadata=constraint(ge=1))
-    data_seed: int = 0
-    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
     max_subsets: int = field(default=70, metadata=constraint(ge=1))
     subset_seed: int = 0
 
     def __post_init__(self) -> None:
-        check_population(self.n_samples, self.teacher, self.student.bias)
+        super().__post_init__()
         narrow = [m for m in self.student.widths if m <= self.teacher.width]
         if narrow:
             raise SpecError(
@@ -94,15 +88,7 @@ class Subnetworks:
     description = "does a winning width-r* sub-network at init explain the full network's success?"
 
     def tasks(self, spec: SubnetworkSpec) -> list[Task]:
-        block = spec.seeds_per_task or spec.student.seeds
-        return [
-            Task(
-                f"m={m:04d}/seeds={lo:05d}-{min(lo + block, spec.student.seeds) - 1:05d}",
-                {"m": m, "lo": lo, "hi": min(lo + block, spec.student.seeds)},
-            )
-            for m in sorted(set(spec.student.widths))
-            for lo in range(0, spec.student.seeds, block)
-        ]
+        return seed_block_tasks(spec)
 
     def run_task(
         self, spec: SubnetworkSpec, task: Task, device: torch.device

@@ -10,20 +10,17 @@ seed, the width and i, so results do not depend on how seeds are split into task
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from escapelab.config import constraint
 from escapelab.experiments.base import Task
 from escapelab.experiments.common import (
-    StudentSpec,
-    TeacherSpec,
-    TrainSpec,
-    check_population,
+    TeacherStudentSpec,
     problem,
+    seed_block_tasks,
     student_arch,
     student_init,
     train_and_classify,
@@ -33,18 +30,8 @@ from escapelab.theory.multistart import multistart_prediction, wilson_interval
 
 
 @dataclass(frozen=True)
-class WidthSweepSpec:
-    """The width sweep. ``n_samples`` = None means the exact population loss (erf, no biases)."""
-
-    teacher: TeacherSpec = field(default_factory=TeacherSpec)
-    student: StudentSpec = field(default_factory=StudentSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    n_samples: int | None = field(default=None, metadata=constraint(ge=1))
-    data_seed: int = 0
-    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
-
-    def __post_init__(self) -> None:
-        check_population(self.n_samples, self.teacher, self.student.bias)
+class WidthSweepSpec(TeacherStudentSpec):
+    """The width sweep: the shared teacher-student sections and nothing more."""
 
 
 class WidthSweep:
@@ -55,15 +42,7 @@ class WidthSweep:
     description = "success probability vs student width, with the multi-start predictions"
 
     def tasks(self, spec: WidthSweepSpec) -> list[Task]:
-        block = spec.seeds_per_task or spec.student.seeds
-        out = []
-        for m in sorted(set(spec.student.widths)):
-            for lo in range(0, spec.student.seeds, block):
-                hi = min(lo + block, spec.student.seeds)
-                out.append(
-                    Task(f"m={m:04d}/seeds={lo:05d}-{hi - 1:05d}", {"m": m, "lo": lo, "hi": hi})
-                )
-        return out
+        return seed_block_tasks(spec)
 
     def run_task(
         self, spec: WidthSweepSpec, task: Task, device: torch.device
