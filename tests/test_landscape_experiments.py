@@ -135,7 +135,7 @@ def test_escape_run_turns_a_bad_minimum_into_a_saddle(tmp_path) -> None:
 
 
 def test_subnetwork_table_counts(tmp_path) -> None:
-    spec = {"student": {"widths": [5], "seeds": 4}, "train": {"steps": 1500}}
+    spec = {"student": {"widths": [6], "seeds": 4}, "train": {"steps": 1500}}
     out = escapelab.run("subnetworks", spec, store=tmp_path, progress=False)
     (row,) = out.summary
     cells = (
@@ -145,10 +145,15 @@ def test_subnetwork_table_counts(tmp_path) -> None:
         "failure_without_ticket",
     )
     assert sum(row[c] for c in cells) == row["n"] == 4
-    assert row["subsets_per_member"] == 5 and not row["subsets_sampled"]
+    assert row["subsets_per_member"] == math.comb(6, 5) and not row["subsets_sampled"]
     for rec in out.records:
-        assert rec["n_winning"] == len(rec["winning_subsets"]) <= 5
-        assert len(rec["subset_losses"]) == 5
+        assert rec["n_winning"] == len(rec["winning_subsets"]) <= 6
+        assert len(rec["subset_losses"]) == 6
+
+
+def test_subnetworks_refuse_narrow_students() -> None:
+    with pytest.raises(escapelab.SpecError, match=r"exceed teacher\.width"):
+        escapelab.run("subnetworks", {"student": {"widths": [5, 6]}}, progress=False)
 
 
 def test_census_counts(tmp_path) -> None:

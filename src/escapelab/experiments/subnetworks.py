@@ -28,6 +28,7 @@ from escapelab.config import SpecError, constraint
 from escapelab.experiments.base import Task
 from escapelab.experiments.common import (
     StudentSpec,
+    TeacherSpec,
     TeacherStudentSpec,
     problem,
     seed_block_tasks,
@@ -51,7 +52,9 @@ CELLS = (
 class SubnetworkSpec(TeacherStudentSpec):
     """Full students of the widths in ``student.widths`` and all (or sampled) width-r* subsets."""
 
-    student: StudentSpec = field(default_factory=lambda: StudentSpec(widths=(5, 6, 8), seeds=24))
+    # a five-unit teacher: wide enough that students fail despite a winning sub-network
+    teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(width=5))
+    student: StudentSpec = field(default_factory=lambda: StudentSpec(widths=(6, 7, 8), seeds=24))
     max_subsets: int = field(default=70, metadata=constraint(ge=1))
     subset_seed: int = 0
 
