@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from benchlib import git
 from escapelab.landscape.curvature import exact_hessian, hvp_operator, lanczos_eigs
 from escapelab.nets.mlp import Architecture
 from escapelab.problems.objective import DataObjective
@@ -60,21 +60,6 @@ def timed(fn: Callable[[], T]) -> tuple[T, dict[str, Any]]:
     result = fn()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return result, {"wall_s": wall, "cpu_s": cpu, "load_1min_before": load}
-
-
-def git(*args: str) -> str | None:
-    """Output of ``git *args`` in this checkout, or None outside git."""
-    try:
-        out = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
 
 
 def machine() -> dict[str, Any]:

@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from benchlib import git
 from escapelab.nets.mlp import Architecture
 from escapelab.optim.train import TrainConfig, TrainResult, train
 from escapelab.problems.objective import DataObjective, Objective
@@ -549,21 +549,6 @@ def bench_hessian(
 
 
 # --------------------------------------------------------------------------- report
-
-
-def git(*args: str) -> str | None:
-    """Output of ``git *args`` run next to this file, or None if git or the checkout is missing."""
-    try:
-        out = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
 
 
 def git_info() -> dict[str, Any]:
