@@ -36,10 +36,15 @@ class SpecError(ValueError):
 
 
 def constraint(
-    *, ge: float | None = None, gt: float | None = None, le: float | None = None, help: str = ""
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    help: str = "",
 ) -> dict[str, Any]:
     """Field metadata: bounds checked by :func:`build` (on each element, for tuples)."""
-    return {"ge": ge, "gt": gt, "le": le, "help": help}
+    return {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help}
 
 
 def _fail(path: str, expected: str, value: object) -> SpecError:
@@ -116,6 +121,9 @@ def _check_bounds(value: float, meta: Mapping[str, Any], path: str) -> None:
         raise SpecError(path, f"must be > {gt}, got {value}")
     if le is not None and value > le:
         raise SpecError(path, f"must be <= {le}, got {value}")
+    lt = meta.get("lt")
+    if lt is not None and value >= lt:
+        raise SpecError(path, f"must be < {lt}, got {value}")
 
 
 def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> object:

@@ -297,12 +297,12 @@ class MaskSet(Mapping[str, Tensor]):
 
     def save(self, path: str | Path) -> None:
         """Write the masks to ``path`` as plain tensors (see the module notes on formats)."""
-        _write_tensors(self._masks, path)
+        write_tensors(self._masks, path)
 
     @classmethod
     def load(cls, path: str | Path, target: Target | None = None) -> MaskSet:
         """Masks written by :meth:`save`; with ``target``, ValueError unless they fit it."""
-        masks = cls(_read_tensors(path))
+        masks = cls(read_tensors(path))
         if target is not None:
             masks.validate(target)
         return masks
@@ -329,7 +329,7 @@ def _safetensors() -> ModuleType | None:
     return importlib.import_module("safetensors")
 
 
-def _write_tensors(tensors: Mapping[str, Tensor], path: str | Path) -> None:
+def write_tensors(tensors: Mapping[str, Tensor], path: str | Path) -> None:
     """Write compact CPU copies (a view would otherwise save its whole storage).
 
     safetensors sorts its entries, so their order is kept in the file's metadata.
@@ -357,8 +357,8 @@ def _read_safetensors(st: ModuleType, path: Path) -> dict[str, Tensor]:
         raise ValueError(f"{path} is neither a torch.save archive nor a safetensors file") from err
 
 
-def _read_tensors(path: str | Path) -> dict[str, Tensor]:
-    """Names -> tensors, in the order written, from a file of :func:`_write_tensors`."""
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """Names -> tensors, in the order written, from a file of :func:`write_tensors`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
@@ -389,7 +389,7 @@ def save_checkpoint(model: nn.Module, masks: MaskSet, path: str | Path) -> None:
     masks.validate(model)
     tensors = {_MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
     tensors.update({_MASK_PREFIX + k: v for k, v in masks.items()})
-    _write_tensors(tensors, path)
+    write_tensors(tensors, path)
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> MaskSet:
@@ -399,7 +399,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> MaskSet:
     entries the model lacks or lacks entries it has, when a shape differs, or when a mask does
     not fit the model's parameters. The masks are returned, not applied.
     """
-    tensors = _read_tensors(path)
+    tensors = read_tensors(path)
     foreign = [k for k in tensors if not k.startswith((_MODEL_PREFIX, _MASK_PREFIX))]
     if foreign:
         raise ValueError(f"{path} is not a checkpoint: unexpected entries {_listing(foreign)}")

@@ -297,3 +297,24 @@ def random_masks(
         device = gen.device if t.device.type == "meta" else t.device
         masks[name] = keep.reshape(t.shape).to(device)
     return RandomMasks(MaskSet(masks), rule, float(density), densities, counts)
+
+
+def random_masks_like(
+    masks: MaskSet, *, generator: torch.Generator | int, batch_dims: int = 0
+) -> MaskSet:
+    """Random masks with exactly the per-layer counts of ``masks``, network by network: the
+    control "random pruning with the same layer-wise densities" of Frankle & Carbin (2019).
+
+    Within each tensor (of each network, with ``batch_dims``) as many entries as ``masks`` keeps
+    there are drawn uniformly without replacement.
+    """
+    rows = _batch_shape(dict(masks), batch_dims).numel()
+    gen = torch.Generator().manual_seed(generator) if isinstance(generator, int) else generator
+    drawn = {}
+    for name, mask in masks.items():
+        flat = mask.reshape(rows, -1)
+        counts = flat.sum(dim=1).to(gen.device)
+        noise = torch.rand(flat.shape, generator=gen, dtype=torch.float64, device=gen.device)
+        ranks = noise.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
+        drawn[name] = (ranks < counts[:, None]).reshape(mask.shape).to(mask.device)
+    return MaskSet(drawn)

@@ -1,0 +1,261 @@
+"""Mini-batch training of a stacked ensemble of classifiers, with masks and early-stopping metrics.
+
+Every member is trained as if alone: its own mini-batch order (drawn from a generator seeded by
+the member's seed), its own cross-entropy mean, its own Adam or SGD state (both optimizers are
+element-wise, so one optimizer over the stacked tensors is exactly one per member). The total
+loss is the sum of the member means, whose gradient with respect to member i's parameters is
+member i's own gradient.
+
+Masks (:mod:`escapelab.tickets.masks`, one boolean tensor (E, ...) per masked parameter) are
+enforced by zeroing the masked gradients before each step and the masked weights after it, so
+pruned weights stay exactly zero and the optimizer's moments there stay zero.
+
+Validation and test sets are evaluated every ``eval_every`` steps and at the end. The
+early-stopping step of a member is the evaluation with the lowest validation loss (Frankle &
+Carbin 2019 report the iteration of minimum validation loss and the test accuracy there).
+A member whose loss becomes non-finite is recorded as diverged, never raised.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from escapelab.config import constraint
+from escapelab.data.classification import ClassificationData
+from escapelab.nets.stacked import StackedModel
+
+_EVAL_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How each member is trained (the defaults follow the MNIST-1D paper's MLP runs: Adam,
+    learning rate 1e-2, batches of 100)."""
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = field(default=1e-2, metadata=constraint(gt=0))
+    momentum: float = field(default=0.9, metadata=constraint(ge=0, help="SGD only"))
+    weight_decay: float = field(default=0.0, metadata=constraint(ge=0))
+    batch_size: int = field(default=100, metadata=constraint(ge=1))
+    steps: int = field(default=3000, metadata=constraint(ge=1))
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_factor: float = field(
+        default=0.01, metadata=constraint(ge=0, le=1, help="cosine ends at lr * this")
+    )
+    eval_every: int = field(default=100, metadata=constraint(ge=1))
+
+    def lr_at(self, step: int, lr: float | None = None) -> float:
+        """The learning rate of step ``step`` (0-based) under the schedule."""
+        base = self.lr if lr is None else lr
+        if self.schedule == "constant":
+            return base
+        floor = base * self.min_lr_factor
+        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * step / self.steps))
+
+    @property
+    def final_lr(self) -> float:
+        """The last learning rate of the schedule (what fine-tuning continues with)."""
+        return self.lr_at(self.steps)
+
+
+@dataclass
+class FitResult:
+    """Final weights, requested snapshots and the evaluation history (E members, K evals)."""
+
+    params: dict[str, Tensor]
+    snapshots: dict[int, dict[str, Tensor]]
+    eval_steps: list[int]
+    val_loss: Tensor  # (E, K)
+    val_acc: Tensor
+    test_loss: Tensor
+    test_acc: Tensor
+    train_loss: Tensor  # (E,) mean loss over the last eval interval's batches
+    diverged: Tensor  # (E,) bool
+    wall_time: float
+
+    def rows(self, lo: int, hi: int) -> FitResult:
+        """The results of members lo..hi-1."""
+        return FitResult(
+            {n: p[lo:hi] for n, p in self.params.items()},
+            {t: {n: p[lo:hi] for n, p in snap.items()} for t, snap in self.snapshots.items()},
+            self.eval_steps,
+            self.val_loss[lo:hi],
+            self.val_acc[lo:hi],
+            self.test_loss[lo:hi],
+            self.test_acc[lo:hi],
+            self.train_loss[lo:hi],
+            self.diverged[lo:hi],
+            self.wall_time,
+        )
+
+    @property
+    def es_index(self) -> Tensor:
+        """Per member, the evaluation with the lowest validation loss (the last one without a
+        validation set); non-finite losses never win."""
+        if self.val_loss.shape[1] == 0 or not torch.isfinite(self.val_loss).any():
+            return torch.full((self.val_loss.shape[0],), len(self.eval_steps) - 1)
+        return torch.nan_to_num(self.val_loss, nan=math.inf).argmin(dim=1)
+
+    def member_metrics(self, i: int) -> dict[str, float | int | bool]:
+        """The per-member numbers a record keeps."""
+        es = int(self.es_index[i])
+        return {
+            "test_acc": float(self.test_acc[i, -1]),
+            "test_loss": float(self.test_loss[i, -1]),
+            "test_acc_es": float(self.test_acc[i, es]),
+            "es_step": self.eval_steps[es],
+            "val_loss_min": float(self.val_loss[i, es]),
+            "val_acc_es": float(self.val_acc[i, es]),
+            "train_loss": float(self.train_loss[i]),
+            "diverged": bool(self.diverged[i]),
+        }
+
+
+def _batch_orders(
+    seeds: Sequence[int], n: int, batch: int, steps: int, device: torch.device
+) -> Tensor:
+    """Indices (steps, E, batch): per member, consecutive shuffled epochs from its own seed,
+    dropping each epoch's incomplete last batch."""
+    per_epoch = n // batch
+    if per_epoch == 0:
+        raise ValueError(f"batch_size {batch} exceeds the {n} training samples")
+    epochs = math.ceil(steps / per_epoch)
+    orders = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        perms = [torch.randperm(n, generator=gen)[: per_epoch * batch] for _ in range(epochs)]
+        orders.append(torch.cat(perms).reshape(-1, batch)[:steps])
+    return torch.stack(orders, dim=1).to(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: StackedModel, params: Mapping[str, Tensor], x: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy (E,) of every member on a shared set (x, y)."""
+    members = next(iter(params.values())).shape[0]
+    if len(y) == 0:
+        nan = torch.full((members,), math.nan)
+        return nan, nan.clone()
+    loss_sum = torch.zeros(members, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(members, dtype=torch.float64, device=x.device)
+    for lo in range(0, len(y), _EVAL_CHUNK):
+        xb, yb = x[lo : lo + _EVAL_CHUNK], y[lo : lo + _EVAL_CHUNK]
+        logits = model.forward(params, xb, shared=True)
+        ce = F.cross_entropy(logits.transpose(1, 2), yb.expand(members, -1), reduction="none")
+        loss_sum += ce.sum(dim=1, dtype=torch.float64)
+        correct += (logits.argmax(dim=2) == yb).sum(dim=1, dtype=torch.float64)
+    return (loss_sum / len(y)).float().cpu(), (correct / len(y)).float().cpu()
+
+
+def _optimizer(config: FitConfig, tensors: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(tensors, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        tensors, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def fit(
+    model: StackedModel,
+    params: Mapping[str, Tensor],
+    data: ClassificationData,
+    config: FitConfig,
+    seeds: Sequence[int],
+    masks: Mapping[str, Tensor] | None = None,
+    *,
+    snapshot_steps: Sequence[int] = (),
+    start_step: int = 0,
+    lr: float | None = None,
+    constant_lr: bool = False,
+) -> FitResult:
+    """Train copies of ``params`` (E members, batch orders from ``seeds``) under ``masks``.
+
+    ``snapshot_steps``: steps t at which the weights (after t updates) are kept, e.g. the rewind
+    point k of IMP. ``start_step``: resume the schedule and the batch order at this step (the
+    weights are taken as those of that step, the optimizer state starts fresh) and train to
+    ``config.steps``. ``lr`` overrides the config's peak learning rate; ``constant_lr`` holds it
+    fixed (fine-tuning).
+    """
+    members = model.check(params)
+    if len(seeds) != members:
+        raise ValueError(f"{len(seeds)} seeds for {members} members")
+    if not 0 <= start_step < config.steps:
+        raise ValueError(f"start_step must lie in [0, {config.steps}), got {start_step}")
+    bad = [t for t in snapshot_steps if not start_step <= t <= config.steps]
+    if bad:
+        raise ValueError(f"snapshot steps must lie in [{start_step}, {config.steps}], got {bad}")
+    device = model.device
+    data = data.to(device)
+    weights = {n: p.detach().to(device, model.dtype).clone() for n, p in params.items()}
+    pruned_at = {}  # name -> True where the mask prunes
+    for name, mask in (masks or {}).items():
+        if name not in weights or mask.shape != weights[name].shape:
+            raise ValueError(f"mask {name!r} does not fit a parameter of the model")
+        pruned_at[name] = ~mask.to(device, torch.bool)
+        weights[name].masked_fill_(pruned_at[name], 0)
+    for p in weights.values():
+        p.requires_grad_(True)
+    opt = _optimizer(config, list(weights.values()), config.lr if lr is None else lr)
+    orders = _batch_orders(seeds, len(data.y_train), config.batch_size, config.steps, device)
+    snapshots = {}
+    history: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
+    running = torch.zeros(members, device=device)
+    count = 0
+    start = time.perf_counter()
+
+    def record(step: int) -> None:
+        vl, va = evaluate(model, weights, data.x_val, data.y_val)
+        tl, ta = evaluate(model, weights, data.x_test, data.y_test)
+        history.append((step, vl, va, tl, ta))
+
+    for step in range(start_step, config.steps + 1):
+        if step in snapshot_steps:
+            snapshots[step] = {n: p.detach().clone() for n, p in weights.items()}
+        if step % config.eval_every == 0 or step == config.steps:
+            record(step)
+            train_loss = (running / max(count, 1)).cpu()
+            running.zero_()
+            count = 0
+        if step == config.steps:
+            break
+        for group in opt.param_groups:
+            group["lr"] = (lr or config.lr) if constant_lr else config.lr_at(step, lr)
+        idx = orders[step]
+        logits = model.forward(weights, data.x_train[idx])
+        per_member = F.cross_entropy(
+            logits.transpose(1, 2), data.y_train[idx], reduction="none"
+        ).mean(dim=1)
+        opt.zero_grad(set_to_none=False)
+        per_member.sum().backward()
+        with torch.no_grad():
+            for name, pruned in pruned_at.items():
+                weights[name].grad.masked_fill_(pruned, 0)
+            opt.step()
+            for name, pruned in pruned_at.items():
+                weights[name].masked_fill_(pruned, 0)
+            running += per_member.detach()
+        count += 1
+    steps, vl, va, tl, ta = zip(*history, strict=True)
+    final = {n: p.detach() for n, p in weights.items()}
+    diverged = ~torch.stack([torch.isfinite(p.reshape(members, -1)).all(1) for p in final.values()])
+    return FitResult(
+        final,
+        snapshots,
+        list(steps),
+        torch.stack(vl, 1),
+        torch.stack(va, 1),
+        torch.stack(tl, 1),
+        torch.stack(ta, 1),
+        train_loss,
+        diverged.any(0).cpu() | ~torch.isfinite(torch.stack(tl, 1)[:, -1]),
+        time.perf_counter() - start,
+    )
