@@ -1,0 +1,215 @@
+"""Small classifiers as plain ``torch.nn.Module``: MLP, the MNIST-1D paper's 1-D CNN, logistic.
+
+Lottery-ticket experiments prune and rewind individual parameters by name, so each model keeps
+its layers in one ``nn.Sequential`` called ``net`` with a fixed order, and reshapes its input in
+``forward`` (outside ``net``) so the first layer is always ``net.0``. Parameter names:
+
+``mlp`` with hidden widths (h_1, ..., h_k)
+    ``net.{2i}.weight`` (fan_out, fan_in) and ``net.{2i}.bias`` for i = 0..k: Linear layers at even
+    indices, ReLU at odd ones; ``net.{2k}`` is the output layer.
+``logistic``
+    ``net.0.weight`` (n_classes, n_features), ``net.0.bias``: the MLP without hidden layers.
+``cnn1d``
+    ``net.0``, ``net.2``, ``net.4`` (``.weight`` (channels, in_channels, kernel), ``.bias``): three
+    Conv1d with kernels 5, 3, 3, stride 2, padding 1, each followed by ReLU; ``net.6`` flattens;
+    ``net.7.weight`` (n_classes, channels * L_3), ``net.7.bias``: the linear read-out. For MNIST-1D
+    (L = 40) the lengths are 40 -> 19 -> 10 -> 5 and, with 25 channels, 5210 parameters.
+
+Every model accepts (B, *input_shape) and also one unbatched sample (*input_shape); forward has no
+in-place operations on its input and no data-dependent control flow, so it runs under
+``torch.func.functional_call`` and ``torch.func.vmap`` (over parameters, samples, or both).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from escapelab.config import SpecError
+
+MODELS: tuple[str, ...] = ("mlp", "cnn1d", "logistic")
+
+# (kernel, stride, padding) of the three convolutions of the MNIST-1D paper's CNN.
+CNN1D_LAYERS: tuple[tuple[int, int, int], ...] = ((5, 2, 1), (3, 2, 1), (3, 2, 1))
+
+
+def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise SpecError("input_shape", f"expected a non-empty tuple of positive ints, got {shape}")
+    return shape
+
+
+def _check_positive(field: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(field, f"expected an integer >= 1, got {value!r}")
+    return value
+
+
+class FlattenTrailing(nn.Module):
+    """Merge the last ``n_dims`` dimensions, leaving any leading batch dimensions alone.
+
+    Unlike ``nn.Flatten`` (which starts at dimension 1) this also works on an unbatched sample,
+    as ``vmap`` over samples presents it.
+    """
+
+    def __init__(self, n_dims: int):
+        super().__init__()
+        self.n_dims = _check_positive("n_dims", n_dims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(start_dim=x.dim() - self.n_dims)
+
+    def extra_repr(self) -> str:
+        return f"n_dims={self.n_dims}"
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear + ReLU for each hidden width, then Linear to ``n_classes`` logits."""
+
+    def __init__(
+        self, input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (100, 100)
+    ):
+        super().__init__()
+        self.input_shape = _check_shape(input_shape)
+        self.n_classes = _check_positive("n_classes", n_classes)
+        self.hidden = tuple(hidden)
+        for width in self.hidden:
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise SpecError("hidden", f"widths must be integers >= 1, got {self.hidden}")
+        n_in = 1
+        for s in self.input_shape:
+            n_in *= s
+        self.n_features = n_in
+        layers: list[nn.Module] = []
+        for width in self.hidden:
+            layers += [nn.Linear(n_in, width), nn.ReLU()]
+            n_in = width
+        layers.append(nn.Linear(n_in, self.n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (..., n_classes) of inputs (..., *input_shape)."""
+        n = len(self.input_shape)
+        if x.dim() < n or tuple(x.shape[x.dim() - n :]) != self.input_shape:
+            raise ValueError(
+                f"x: expected shape (B, *{self.input_shape}) or {self.input_shape}, "
+                f"got {tuple(x.shape)}"
+            )
+        return self.net(x.flatten(start_dim=x.dim() - n))
+
+
+class LogisticRegression(MLP):
+    """Multinomial logistic regression: one Linear layer on the flattened input (``net.0``)."""
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int):
+        super().__init__(input_shape, n_classes, hidden=())
+
+
+def cnn1d_lengths(length: int) -> tuple[int, ...]:
+    """Signal lengths after each convolution of :class:`CNN1D` (floor((L + 2p - k) / s) + 1)."""
+    out = []
+    for kernel, stride, padding in CNN1D_LAYERS:
+        length = (length + 2 * padding - kernel) // stride + 1
+        out.append(length)
+    return tuple(out)
+
+
+def cnn1d_min_length() -> int:
+    """The shortest input for which every convolution of :class:`CNN1D` has output length >= 1."""
+    length = 1
+    while min(cnn1d_lengths(length)) < 1:
+        length += 1
+    return length
+
+
+class CNN1D(nn.Module):
+    """The MNIST-1D paper's CNN: 3 x (Conv1d stride 2 + ReLU), flatten, Linear to the classes.
+
+    ``input_shape`` is (L,) or (1, L); inputs (B, L) and (B, 1, L) are both accepted (a missing
+    channel axis is added), as is one unbatched sample (L,).
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, channels: int = 25):
+        super().__init__()
+        shape = _check_shape(input_shape)
+        if len(shape) == 2 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) != 1:
+            raise SpecError(
+                "input_shape", f"cnn1d expects (L,) or (1, L) single-channel signals, got {shape}"
+            )
+        self.input_shape = tuple(input_shape)
+        self.length = shape[0]
+        self.n_classes = _check_positive("n_classes", n_classes)
+        self.channels = _check_positive("channels", channels)
+        minimum = cnn1d_min_length()
+        if self.length < minimum:
+            raise SpecError(
+                "input_shape",
+                f"cnn1d needs signal length >= {minimum} for its three stride-2 convolutions, "
+                f"got {self.length}",
+            )
+        layers: list[nn.Module] = []
+        in_channels = 1
+        for kernel, stride, padding in CNN1D_LAYERS:
+            layers += [
+                nn.Conv1d(in_channels, self.channels, kernel, stride=stride, padding=padding),
+                nn.ReLU(),
+            ]
+            in_channels = self.channels
+        self.out_length = cnn1d_lengths(self.length)[-1]
+        layers += [FlattenTrailing(2), nn.Linear(self.channels * self.out_length, self.n_classes)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (B, n_classes) of (B, L) or (B, 1, L); (n_classes,) of one sample (L,)."""
+        has_channel = x.dim() >= 3 and x.shape[-2] == 1
+        if x.dim() < 1 or x.shape[-1] != self.length or x.dim() > 3:
+            raise ValueError(
+                f"x: expected shape (B, {self.length}), (B, 1, {self.length}) or "
+                f"({self.length},), got {tuple(x.shape)}"
+            )
+        if x.dim() == 3 and not has_channel:
+            raise ValueError(f"x: cnn1d takes one input channel, got shape {tuple(x.shape)}")
+        return self.net(x if has_channel else x.unsqueeze(-2))
+
+
+def build_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    hidden: tuple[int, ...] = (100, 100),
+    channels: int = 25,
+) -> nn.Module:
+    """Model ``name`` (one of :data:`MODELS`) with PyTorch's default initialization.
+
+    ``hidden`` is used by ``mlp`` only and ``channels`` by ``cnn1d`` only; seed with
+    ``torch.manual_seed`` beforehand for reproducible weights. Bad arguments raise
+    :class:`~escapelab.config.SpecError` (a ``ValueError``) naming the field.
+    """
+    if name == "mlp":
+        return MLP(input_shape, n_classes, hidden=hidden)
+    if name == "cnn1d":
+        return CNN1D(input_shape, n_classes, channels=channels)
+    if name == "logistic":
+        return LogisticRegression(input_shape, n_classes)
+    raise SpecError("name", f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
+
+
+def n_parameters(model: nn.Module) -> int:
+    """Total number of scalar parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "CNN1D",
+    "CNN1D_LAYERS",
+    "MLP",
+    "MODELS",
+    "FlattenTrailing",
+    "LogisticRegression",
+    "build_model",
+    "cnn1d_lengths",
+    "cnn1d_min_length",
+    "n_parameters",
+]
