@@ -6,11 +6,12 @@ from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
 from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
+from escapelab.experiments.lottery import Lottery, LotterySpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
 EXPERIMENTS: dict[str, Experiment] = {
-    e.name: e for e in (WidthSweep(), Subnetworks(), Escape(), Census())
+    e.name: e for e in (WidthSweep(), Subnetworks(), Escape(), Census(), Lottery())
 }
 
 
@@ -31,6 +32,8 @@ __all__ = [
     "Escape",
     "EscapeSpec",
     "Experiment",
+    "Lottery",
+    "LotterySpec",
     "SubnetworkSpec",
     "Subnetworks",
     "Task",

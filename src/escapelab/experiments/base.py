@@ -11,10 +11,16 @@ import torch
 
 @dataclass(frozen=True)
 class Task:
-    """An independent unit of work; ``key`` names it in the store, ``params`` say what to do."""
+    """An independent unit of work; ``key`` names it in the store, ``params`` say what to do.
+
+    ``checkpoint_dir``: a directory the runner gives the task for its own checkpoints (long
+    tasks such as IMP resume from it; it is kept, so trained tickets can be loaded later); None
+    when the task runs outside a store.
+    """
 
     key: str
     params: dict[str, Any] = field(default_factory=dict)
+    checkpoint_dir: str | None = None
 
 
 class Experiment(Protocol):

@@ -11,7 +11,7 @@ import multiprocessing
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,11 @@ def run(
     spec_data = to_dict(spec_obj)
     tasks = exp.tasks(spec_obj)
     done = db.done_keys(h)
-    todo = [t for t in tasks if t.key not in done]
+    todo = [
+        replace(t, checkpoint_dir=str(db.root / h / "checkpoints" / t.key.replace("/", "__")))
+        for t in tasks
+        if t.key not in done
+    ]
     db.register(name, spec_data, h, __version__)
     bar = tqdm(
         total=len(tasks),

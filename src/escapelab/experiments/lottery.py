@@ -1,0 +1,188 @@
+"""E6, classic lottery tickets: IMP with its controls on MNIST-1D and scikit-learn's digits.
+
+For every dataset, ``seeds`` networks run iterative magnitude pruning (:mod:`escapelab.tickets.imp`)
+as one stacked ensemble. Every level records, per seed, the ticket and its two controls (the
+ticket's mask with fresh weights, and a random mask with the ticket's per-layer counts): test
+accuracy at the end and at the early-stopping step, that step, the density and the fraction of
+weight signs that flipped since the rewind point. Frankle & Carbin (2019) found that tickets match
+or beat the dense network down to moderate sparsity, learn faster (earlier early-stopping step)
+and beat re-initialization at high sparsity; the figures put the three curves side by side.
+
+Each task (one dataset, one block of seeds) checkpoints every finished level in the directory the
+runner gives it, and resumes there after an interruption.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from escapelab.config import SpecError, constraint
+from escapelab.data.classification import ClassificationData, load_dataset
+from escapelab.experiments.base import Task
+from escapelab.nets.classifiers import build_model
+from escapelab.nets.mlp import derive_seed
+from escapelab.nets.stacked import StackedModel
+from escapelab.optim.supervised import FitConfig
+from escapelab.tickets.imp import ROLES, IMPConfig, run_imp
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """The network: an MLP with ``hidden`` widths, or the MNIST-1D paper's 1-D CNN."""
+
+    model: Literal["mlp", "cnn1d"] = "mlp"
+    hidden: tuple[int, ...] = field(default=(100, 100), metadata=constraint(ge=1))
+    channels: int = field(default=25, metadata=constraint(ge=1, help="cnn1d only"))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which datasets, the data variant (seed) and the validation share of the training set."""
+
+    datasets: tuple[Literal["mnist1d", "digits"], ...] = ("mnist1d", "digits")
+    seed: int = 0
+    val_fraction: float = field(default=0.1, metadata=constraint(gt=0, lt=1))
+
+
+@dataclass(frozen=True)
+class LotterySpec:
+    """IMP to high sparsity with controls, on every dataset, for ``seeds`` networks."""
+
+    data: DataSpec = field(default_factory=DataSpec)
+    net: ClassifierSpec = field(default_factory=ClassifierSpec)
+    fit: FitConfig = field(default_factory=FitConfig)
+    imp: IMPConfig = field(default_factory=IMPConfig)
+    seeds: int = field(default=4, metadata=constraint(ge=1, help="networks per dataset"))
+    seed: int = 0
+    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: all seeds"))
+
+    def __post_init__(self) -> None:
+        if not self.data.datasets:
+            raise SpecError("data.datasets", "name at least one of: mnist1d, digits")
+        if len(set(self.data.datasets)) != len(self.data.datasets):
+            raise SpecError("data.datasets", f"datasets must be distinct: {self.data.datasets}")
+        if self.imp.rewind == "step" and self.imp.rewind_step >= self.fit.steps:
+            raise SpecError(
+                "imp.rewind_step",
+                f"must be below fit.steps = {self.fit.steps}, got {self.imp.rewind_step}",
+            )
+
+
+def load_task_data(spec: DataSpec, name: str, device: torch.device) -> ClassificationData:
+    """The dataset ``name`` as the spec asks for it, on ``device``."""
+    return load_dataset(name, seed=spec.seed, val_fraction=spec.val_fraction).to(device)
+
+
+def stacked_classifier(
+    net: ClassifierSpec, data: ClassificationData, device: torch.device
+) -> StackedModel:
+    """A stacked ensemble of the spec's network for ``data``'s inputs and classes."""
+
+    def factory() -> torch.nn.Module:
+        return build_model(
+            net.model, data.input_shape, data.n_classes, hidden=net.hidden, channels=net.channels
+        )
+
+    return StackedModel(factory, device=device)
+
+
+def network_seeds(spec: LotterySpec, dataset: str, lo: int, hi: int) -> list[int]:
+    """Initialization seeds of networks lo..hi-1 on ``dataset``."""
+    return [derive_seed("lottery", spec.seed, dataset, i) for i in range(lo, hi)]
+
+
+class Lottery:
+    """The ``lottery`` experiment (E6: IMP tickets vs random re-init vs random masks)."""
+
+    name = "lottery"
+    spec_type = LotterySpec
+    description = "iterative magnitude pruning with rewinding: tickets vs re-init vs random masks"
+
+    def tasks(self, spec: LotterySpec) -> list[Task]:
+        block = spec.seeds_per_task or spec.seeds
+        return [
+            Task(
+                f"data={name}/seeds={lo:05d}-{min(lo + block, spec.seeds) - 1:05d}",
+                {"dataset": name, "lo": lo, "hi": min(lo + block, spec.seeds)},
+            )
+            for name in spec.data.datasets
+            for lo in range(0, spec.seeds, block)
+        ]
+
+    def run_task(self, spec: LotterySpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        name, lo, hi = task.params["dataset"], task.params["lo"], task.params["hi"]
+        data = load_task_data(spec.data, name, device)
+        model = stacked_classifier(spec.net, data, device)
+        seeds = network_seeds(spec, name, lo, hi)
+        member = {s: lo + i for i, s in enumerate(seeds)}
+        with tqdm(total=spec.imp.levels + 1, desc=f"IMP {name}", unit="level", leave=False) as bar:
+            records = run_imp(
+                model,
+                data,
+                spec.fit,
+                spec.imp,
+                seeds,
+                task.checkpoint_dir,
+                on_level=lambda level, _: bar.update(),
+            )
+        return [{"dataset": name, "member": member[r["seed"]], **r} for r in records]
+
+    def summarize(self, spec: LotterySpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per dataset, level and role: means and spreads over seeds."""
+        rows = []
+        keys = sorted(
+            {(r["dataset"], r["level"], r["role"]) for r in records},
+            key=lambda k: (spec.data.datasets.index(k[0]), k[1], ROLES.index(k[2])),
+        )
+        for dataset, level, role in keys:
+            mine = [
+                r
+                for r in records
+                if r["dataset"] == dataset and r["level"] == level and r["role"] == role
+            ]
+            acc = [r["test_acc_es"] for r in mine]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "level": level,
+                    "role": role,
+                    "n": len(mine),
+                    "density": statistics.fmean(r["density"] for r in mine),
+                    "test_acc_es": statistics.fmean(acc),
+                    "test_acc_es_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                    "test_acc_es_min": min(acc),
+                    "test_acc_es_max": max(acc),
+                    "test_acc": statistics.fmean(r["test_acc"] for r in mine),
+                    "es_step": statistics.fmean(r["es_step"] for r in mine),
+                    "es_step_std": (
+                        statistics.stdev(r["es_step"] for r in mine) if len(mine) > 1 else 0.0
+                    ),
+                    "sign_flip": statistics.fmean(r["sign_flip"] for r in mine),
+                    "diverged": sum(bool(r["diverged"]) for r in mine),
+                }
+            )
+        return rows
+
+    def figures(
+        self, spec: LotterySpec, records: list[dict[str, Any]], out_dir: Path
+    ) -> list[Path]:
+        from escapelab.report.ticket_figures import plot_lottery
+
+        rows = self.summarize(spec, records)
+        paths = []
+        for dataset in spec.data.datasets:
+            mine = [r for r in rows if r["dataset"] == dataset]
+            if mine:
+                title = (
+                    f"IMP on {dataset}, {spec.net.model} {'x'.join(map(str, spec.net.hidden))}, "
+                    f"rewind={spec.imp.rewind}, {mine[0]['n']} seeds"
+                )
+                paths.append(plot_lottery(mine, out_dir / f"lottery_{dataset}.png", title))
+        return paths
