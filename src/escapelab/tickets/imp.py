@@ -94,9 +94,10 @@ def prunable_names(model: StackedModel, include_bias: bool = False) -> list[str]
 
 def prune_level(weights: Mapping[str, Tensor], masks: MaskSet, config: IMPConfig) -> MaskSet:
     """The next level's masks: prune ``config.rate`` of what each member still keeps, the last
-    masked tensor at ``config.output_rate`` when given (weights: (E, ...) stacked)."""
+    masked tensor at ``config.output_rate`` when given (weights: (E, ...) stacked). Non-finite
+    weights (of a diverged network, which stays recorded as such) rank as zeros."""
     names = list(masks)
-    selected = {n: weights[n] for n in names}
+    selected = {n: torch.nan_to_num(weights[n], nan=0.0, posinf=0.0, neginf=0.0) for n in names}
     if config.scope == "layerwise":
         rates: dict[str, float] = {"*": config.rate}
         if config.output_rate is not None:
