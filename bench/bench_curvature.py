@@ -26,8 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +34,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from benchlib import git
+from benchlib import git, machine_info
 from escapelab.landscape.curvature import exact_hessian, hvp_operator, lanczos_eigs
 from escapelab.nets.mlp import Architecture
 from escapelab.problems.objective import DataObjective
@@ -60,29 +58,6 @@ def timed(fn: Callable[[], T]) -> tuple[T, dict[str, Any]]:
     result = fn()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return result, {"wall_s": wall, "cpu_s": cpu, "load_1min_before": load}
-
-
-def machine() -> dict[str, Any]:
-    """Where the numbers come from."""
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "load_1min_at_start": load_1min(),
-    }
 
 
 # --------------------------------------------------------------------------- part 1
@@ -211,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "git_worktree_dirty": bool(git("status", "--porcelain")),
-        "machine": machine(),
+        "machine": machine_info(),
         "lanczos": bench_lanczos(),
         "ensemble_hessian": bench_ensemble_hessian(),
     }

@@ -31,8 +31,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,7 +40,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from benchlib import git
+from benchlib import git_info, machine_busy_seconds, machine_info
 from escapelab.nets.mlp import Architecture
 from escapelab.optim.train import TrainConfig, TrainResult, train
 from escapelab.problems.objective import DataObjective, Objective
@@ -112,17 +110,6 @@ def initial_theta(work: Workload, dtype: torch.dtype) -> Tensor:
 
 
 # --------------------------------------------------------------------------- timing
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds the whole machine has spent busy since boot (Linux /proc/stat), else None."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-        ticks = os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / ticks
 
 
 class Stopwatch:
@@ -549,44 +536,6 @@ def bench_hessian(
 
 
 # --------------------------------------------------------------------------- report
-
-
-def git_info() -> dict[str, Any]:
-    """HEAD's short hash and the files under src/ that differ from it (what was measured)."""
-    status = git("status", "--porcelain", "--", "src")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD") or None,
-        "src_uncommitted_changes": None if status is None else status.splitlines(),
-    }
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo where available, else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers were taken."""
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):
-        load = None
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "torch_version": torch.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "load_average_1min_at_start": load,
-    }
 
 
 def contention_report(report: dict[str, Any], timer: CleanTimer) -> dict[str, Any]:
