@@ -47,7 +47,7 @@ def timed_imp(
         mark[0] = now
 
     busy0, cpu0, wall0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
-    records = run_imp(model, data, fit, config, seeds, on_level=on_level)
+    records = run_imp(model, data, fit, config, seeds, on_level=on_level).records
     wall = time.perf_counter() - wall0
     cpu, busy1 = time.process_time() - cpu0, machine_busy_seconds()
     others = None

@@ -181,7 +181,7 @@ def test_lr_rewinding_and_finetuning_start_from_trained_weights(model, digits, m
 
 
 def test_tiny_imp_on_digits_records_every_field(model, digits):
-    records = run_imp(model, digits, FIT, IMPConfig(levels=2), [0, 1])
+    records = run_imp(model, digits, FIT, IMPConfig(levels=2), [0, 1]).records
     assert len(records) == 2 + 2 * 3 * 2  # dense, then ticket + two controls per level
     level1 = [r for r in records if r["level"] == 1]
     assert {r["role"] for r in level1} == {"ticket", "reinit", "random_mask"}
@@ -202,7 +202,7 @@ def test_tiny_imp_on_digits_records_every_field(model, digits):
 
 def test_resume_continues_at_the_right_level_with_identical_results(model, digits, tmp_path):
     config = IMPConfig(levels=3)
-    reference = run_imp(model, digits, FIT, config, [2, 3])
+    reference = run_imp(model, digits, FIT, config, [2, 3]).records
 
     def stop_after_level_1(level, _records):
         if level == 1:
@@ -217,7 +217,7 @@ def test_resume_continues_at_the_right_level_with_identical_results(model, digit
     levels_run = []
     resumed = run_imp(
         model, digits, FIT, config, [2, 3], tmp_path, on_level=lambda lv, _: levels_run.append(lv)
-    )
+    ).records
     assert levels_run == [2, 3]
     assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(reference))
 
@@ -230,7 +230,7 @@ def test_resume_refuses_a_directory_of_another_run(model, digits, tmp_path):
 
 def test_diverging_members_are_recorded_not_raised(model, digits):
     blowup = FitConfig(steps=20, lr=1e3, eval_every=10, optimizer="sgd")
-    records = run_imp(model, digits, blowup, IMPConfig(levels=1, controls=()), [0])
+    records = run_imp(model, digits, blowup, IMPConfig(levels=1, controls=()), [0]).records
     assert all(r["diverged"] for r in records)
     assert math.isnan(records[0]["test_loss"])
     assert records[0]["es_step"] == 0  # the only finite validation loss is the initial one

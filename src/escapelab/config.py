@@ -42,9 +42,11 @@ def constraint(
     le: float | None = None,
     lt: float | None = None,
     help: str = "",
+    empty: bool = False,
 ) -> dict[str, Any]:
-    """Field metadata: bounds checked by :func:`build` (on each element, for tuples)."""
-    return {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help}
+    """Field metadata: bounds checked by :func:`build` (on each element, for tuples);
+    ``empty`` lets a tuple field be empty."""
+    return {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help, "empty": empty}
 
 
 def _fail(path: str, expected: str, value: object) -> SpecError:
@@ -144,7 +146,7 @@ def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> objec
     if origin is tuple:
         items = parse_sequence(value, path)
         if len(args) == 2 and args[1] is Ellipsis:
-            if not items:
+            if not items and not meta.get("empty"):
                 raise SpecError(path, "must not be empty")
             return tuple(_coerce(v, args[0], f"{path}[{i}]", meta) for i, v in enumerate(items))
         if len(items) != len(args):

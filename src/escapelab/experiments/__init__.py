@@ -8,10 +8,12 @@ from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
 from escapelab.experiments.lottery import Lottery, LotterySpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
+from escapelab.experiments.ticket_perturbation import TicketPerturbation, TicketPerturbationSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
 EXPERIMENTS: dict[str, Experiment] = {
-    e.name: e for e in (WidthSweep(), Subnetworks(), Escape(), Census(), Lottery())
+    e.name: e
+    for e in (WidthSweep(), Subnetworks(), Escape(), Census(), Lottery(), TicketPerturbation())
 }
 
 
@@ -37,6 +39,8 @@ __all__ = [
     "SubnetworkSpec",
     "Subnetworks",
     "Task",
+    "TicketPerturbation",
+    "TicketPerturbationSpec",
     "WidthSweep",
     "WidthSweepSpec",
     "get_experiment",

@@ -131,7 +131,7 @@ class Lottery:
                 seeds,
                 task.checkpoint_dir,
                 on_level=lambda level, _: bar.update(),
-            )
+            ).records
         return [{"dataset": name, "member": member[r["seed"]], **r} for r in records]
 
     def summarize(self, spec: LotterySpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -58,3 +58,55 @@ def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_perturbation(rows: list[dict[str, Any]], path: Path) -> Path:
+    """E3: failure rate of winning tickets (Wilson 95 % intervals) and the overlap of the trained
+    network's largest weights or units with the ticket, against the perturbation's size; one
+    column per perturbation kind, one line per ticket kind and problem."""
+    columns = [("scale", "scale alpha of the rest"), ("noise", "noise sigma (init units)")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey="row")
+    series = list(dict.fromkeys((r["level"], r["problem"]) for r in rows))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for s, (level, problem) in enumerate(series):
+        mine = [r for r in rows if r["level"] == level and r["problem"] == problem]
+        style = {"color": colors[s % len(colors)], "capsize": 3, "ms": 4}
+        label = f"{level}: {problem}"
+        for c, (kind, _) in enumerate(columns):
+            pts = sorted((r for r in mine if r["perturbation"] == kind), key=lambda r: r["size"])
+            if not pts:
+                continue
+            x = [r["size"] for r in pts]
+            _rate_bars(axes[0, c], x, pts, fmt="o-", label=label, **style)
+            axes[1, c].plot(x, [r["mean_overlap"] for r in pts], "o-", color=style["color"])
+        fixed = [r for r in mine if r["perturbation"] in ("none", "redraw")]
+        x = [s + 0.8 * i / max(1, len(series)) for i, _ in enumerate(fixed)]
+        _rate_bars(axes[0, 2], x, fixed, fmt="s", label=label, **style)
+        axes[1, 2].plot(x, [r["mean_overlap"] for r in fixed], "s", color=style["color"])
+    for c, (_, title) in enumerate(columns):
+        axes[1, c].set_xlabel(title)
+    axes[1, 2].set_xlabel("each series: unperturbed, then re-drawn")
+    axes[0, 2].set_xticks([])
+    axes[1, 2].set_xticks([])
+    axes[0, 0].set_ylabel("failure rate of winning tickets")
+    axes[1, 0].set_ylabel("overlap of trained network with ticket")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylim(-0.03, 1.03)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("E3: do winning tickets keep winning when the rest of the network is perturbed?")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _rate_bars(ax: Any, x: list[float], rows: list[dict[str, Any]], **style: Any) -> None:
+    """Failure rates with their Wilson intervals as error bars."""
+    rate = [r["failure_rate"] for r in rows]
+    err = [
+        [r["failure_rate"] - r["ci_low"] for r in rows],
+        [r["ci_high"] - r["failure_rate"] for r in rows],
+    ]
+    ax.errorbar(x, rate, yerr=err, **style)

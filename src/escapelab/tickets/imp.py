@@ -66,7 +66,9 @@ class IMPConfig:
     )
     rewind: Literal["init", "step", "lr", "finetune"] = "init"
     rewind_step: int = field(default=0, metadata=constraint(ge=0, help="for rewind = step"))
-    controls: tuple[Literal["reinit", "random_mask"], ...] = CONTROLS
+    controls: tuple[Literal["reinit", "random_mask"], ...] = field(
+        default=CONTROLS, metadata=constraint(empty=True, help="[] for none")
+    )
     include_bias: bool = False
 
     def __post_init__(self) -> None:
@@ -193,6 +195,17 @@ def _split(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+@dataclass
+class IMPRun:
+    """An IMP run's records, plus the last level's masks, the rewind weights and the last
+    level's trained ticket weights (all stacked (E, ...) in the order of the seeds)."""
+
+    records: list[dict[str, Any]]
+    masks: MaskSet
+    rewind: dict[str, Tensor]
+    final: dict[str, Tensor]
+
+
 def run_imp(
     model: StackedModel,
     data: ClassificationData,
@@ -201,9 +214,9 @@ def run_imp(
     seeds: Sequence[int],
     checkpoint_dir: str | Path | None = None,
     on_level: Callable[[int, list[dict[str, Any]]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Run IMP for the networks ``model.init(seeds)``; returns one record per (level, role,
-    seed) with test accuracy at the end and at the early-stopping step, that step, the density
+) -> IMPRun:
+    """Run IMP for the networks ``model.init(seeds)``. The records: one per (level, role, seed)
+    with test accuracy at the end and at the early-stopping step, that step, the density
     (fraction of prunable weights kept), per-layer densities and the sign-flip fraction.
 
     ``on_level(level, records)`` is called after each level (e.g. for progress bars).
@@ -265,7 +278,7 @@ def run_imp(
             checkpoints.save(level, tensors, level_records)
         if on_level is not None:
             on_level(level, level_records)
-    return records
+    return IMPRun(records, masks, rewind, final)
 
 
 def _level_groups(

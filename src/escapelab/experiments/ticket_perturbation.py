@@ -1,0 +1,109 @@
+"""E3, the perturbation test: do winning tickets keep winning when the rest of the network moves?
+
+The lottery picture says a network succeeds *because* of its winning ticket, so perturbing only
+what lies outside the ticket at initialization should not matter. The escape picture says the
+rest of the network shapes the path gradient descent takes, so large perturbations should make
+winning tickets fail. Two kinds of tickets are tested with the same perturbations
+(:mod:`escapelab.tickets.perturb`: re-draw, scale by alpha, add noise of size sigma):
+
+* ``neuron``: width-r* subsets of a teacher-student student's hidden units that reach the global
+  minimum alone (:mod:`escapelab.experiments.neuron_tickets`); success = global minimum;
+* ``weight``: IMP tickets on real data (:mod:`escapelab.experiments.weight_tickets`); success =
+  test accuracy within a margin of the unperturbed run.
+
+The result is the failure rate of winning tickets against the perturbation's size, with Wilson
+intervals, and whether the trained networks still use their tickets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from escapelab.config import SpecError
+from escapelab.experiments.base import Task
+from escapelab.experiments.common import seed_block_tasks
+from escapelab.experiments.neuron_tickets import (
+    NeuronTicketSpec,
+    neuron_ticket_records,
+    neuron_ticket_summary,
+)
+from escapelab.experiments.weight_tickets import (
+    WeightTicketSpec,
+    weight_ticket_records,
+    weight_ticket_summary,
+    weight_ticket_tasks,
+)
+from escapelab.tickets.perturb import PerturbationSpec
+
+KINDS = ("neuron", "weight")
+
+
+@dataclass(frozen=True)
+class TicketPerturbationSpec:
+    """Which ticket kinds to test, the perturbations, and each kind's own settings."""
+
+    kinds: tuple[Literal["neuron", "weight"], ...] = KINDS
+    perturb: PerturbationSpec = field(default_factory=PerturbationSpec)
+    neuron: NeuronTicketSpec = field(default_factory=NeuronTicketSpec)
+    weight: WeightTicketSpec = field(default_factory=WeightTicketSpec)
+
+    def __post_init__(self) -> None:
+        if not self.kinds or len(set(self.kinds)) != len(self.kinds):
+            raise SpecError("kinds", f"name each of neuron, weight at most once, got {self.kinds}")
+
+
+class TicketPerturbation:
+    """The ``ticket-perturbation`` experiment (E3)."""
+
+    name = "ticket-perturbation"
+    spec_type = TicketPerturbationSpec
+    description = "winning tickets under perturbation of the rest of the network"
+
+    def tasks(self, spec: TicketPerturbationSpec) -> list[Task]:
+        tasks = []
+        if "neuron" in spec.kinds:
+            tasks += [
+                Task(t.key, {"level": "neuron", **t.params})
+                for t in seed_block_tasks(spec.neuron, label="neuron/m")
+            ]
+        if "weight" in spec.kinds:
+            tasks += weight_ticket_tasks(spec.weight)
+        return tasks
+
+    def run_task(
+        self, spec: TicketPerturbationSpec, task: Task, device: torch.device
+    ) -> list[dict[str, Any]]:
+        grid = spec.perturb.grid()
+        if task.params["level"] == "weight":
+            return weight_ticket_records(spec.weight, grid, task, device)
+        p = task.params
+        return neuron_ticket_records(spec.neuron, grid, p["m"], p["lo"], p["hi"], device)
+
+    def summarize(
+        self, spec: TicketPerturbationSpec, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """One row per (ticket kind, width or dataset, perturbation): failure rates of winning
+        tickets with Wilson intervals and the ticket-use measures."""
+        neuron = [r for r in records if r["level"] == "neuron"]
+        weight = [r for r in records if r["level"] == "weight"]
+        rows = [
+            {"level": "neuron", "problem": f"teacher-student m={row.pop('width')}", **row}
+            for row in neuron_ticket_summary(neuron)
+        ]
+        rows += [
+            {"level": "weight", "problem": row.pop("dataset"), **row}
+            for row in weight_ticket_summary(weight)
+        ]
+        return rows
+
+    def figures(
+        self, spec: TicketPerturbationSpec, records: list[dict[str, Any]], out_dir: Path
+    ) -> list[Path]:
+        from escapelab.report.ticket_figures import plot_perturbation
+
+        rows = self.summarize(spec, records)
+        return [plot_perturbation(rows, out_dir / "ticket_perturbation.png")] if rows else []
