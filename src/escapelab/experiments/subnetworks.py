@@ -36,7 +36,8 @@ from escapelab.experiments.common import (
     student_init,
     train_and_classify,
 )
-from escapelab.nets.mlp import derive_seed
+from escapelab.landscape.classify import Endpoint
+from escapelab.nets.mlp import Architecture, derive_seed
 from escapelab.nets.surgery import select_units
 from escapelab.theory.multistart import wilson_interval
 
@@ -60,13 +61,19 @@ class SubnetworkSpec(TeacherStudentSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        narrow = [m for m in self.student.widths if m <= self.teacher.width]
-        if narrow:
-            raise SpecError(
-                "student.widths",
-                f"every width must exceed teacher.width = {self.teacher.width} (got {narrow[0]}): "
-                "the sub-networks have the teacher's width",
-            )
+        check_wider_than_teacher(self)
+
+
+def check_wider_than_teacher(spec: TeacherStudentSpec) -> None:
+    """SpecError on ``student.widths`` unless every width exceeds the teacher's: the
+    sub-networks have the teacher's width, so a student must have more units to choose from."""
+    narrow = [m for m in spec.student.widths if m <= spec.teacher.width]
+    if narrow:
+        raise SpecError(
+            "student.widths",
+            f"every width must exceed teacher.width = {spec.teacher.width} (got {narrow[0]}): "
+            "the sub-networks have the teacher's width",
+        )
 
 
 def unit_subsets(m: int, r: int, max_subsets: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
@@ -83,6 +90,53 @@ def unit_subsets(m: int, r: int, max_subsets: int, seed: int) -> tuple[list[tupl
     return sorted(chosen), True
 
 
+@dataclass(frozen=True)
+class SubsetRuns:
+    """Every width-r* subset of a block of members, trained alone.
+
+    ``endpoints`` is member-major: member e's subsets are rows e*K .. e*K+K-1, K = len(subsets).
+    """
+
+    subsets: list[tuple[int, ...]]
+    sampled: bool
+    endpoints: list[Endpoint]
+
+    def member(self, e: int) -> list[Endpoint]:
+        """The endpoints of member e's subsets, in the order of ``subsets``."""
+        k = len(self.subsets)
+        return self.endpoints[e * k : (e + 1) * k]
+
+    def winning(self, e: int) -> list[int]:
+        """Indices (into ``subsets``) of member e's subsets that reach the global minimum."""
+        return [s for s, ep in enumerate(self.member(e)) if ep.kind == "global_min"]
+
+
+def train_subsets(
+    spec: TeacherStudentSpec,
+    arch: Architecture,
+    theta0: torch.Tensor,
+    max_subsets: int,
+    subset_seed: int,
+    device: torch.device,
+) -> SubsetRuns:
+    """Train all (or sampled, see :func:`unit_subsets`) width-r* subsets of every member of
+    ``theta0`` (E, P) alone, as one ensemble, with the spec's training and classification."""
+    m, r = arch.widths[0], spec.teacher.width
+    subsets, sampled = unit_subsets(m, r, max_subsets, subset_seed)
+    sub_thetas = []
+    for units in subsets:
+        sub_arch, sub_theta = select_units(arch, theta0, units)
+        sub_thetas.append(sub_theta)
+    # (K, E, P_sub) -> member-major (E * K, P_sub): member e's subsets are rows e*K .. e*K+K-1
+    subs0 = torch.stack(sub_thetas, 1).reshape(-1, sub_arch.n_params)
+    _, endpoints = train_and_classify(
+        problem(spec.teacher, sub_arch, spec.n_samples, spec.data_seed, spec.train, device),
+        subs0,
+        spec.train,
+    )
+    return SubsetRuns(subsets, sampled, endpoints)
+
+
 class Subnetworks:
     """The ``subnetworks`` experiment (E2: sub-network contingency table)."""
 
@@ -97,31 +151,18 @@ class Subnetworks:
         self, spec: SubnetworkSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
-        r = spec.teacher.width
         arch = student_arch(spec.teacher, m, spec.student.bias)
         theta0 = student_init(arch, spec.student, lo, hi, spec.train, device)
-        subsets, sampled = unit_subsets(m, r, spec.max_subsets, spec.subset_seed)
-        sub_thetas = []
-        for units in subsets:
-            sub_arch, sub_theta = select_units(arch, theta0, units)
-            sub_thetas.append(sub_theta)
-        # (K, E, P_sub) -> member-major (E * K, P_sub): member e's subsets are rows e*K .. e*K+K-1
-        subs0 = torch.stack(sub_thetas, 1).reshape(-1, sub_arch.n_params)
         full, full_ep = train_and_classify(
             problem(spec.teacher, arch, spec.n_samples, spec.data_seed, spec.train, device),
             theta0,
             spec.train,
         )
-        _, sub_ep = train_and_classify(
-            problem(spec.teacher, sub_arch, spec.n_samples, spec.data_seed, spec.train, device),
-            subs0,
-            spec.train,
-        )
-        k = len(subsets)
+        subs = train_subsets(spec, arch, theta0, spec.max_subsets, spec.subset_seed, device)
+        subsets, sampled, k = subs.subsets, subs.sampled, len(subs.subsets)
         records = []
         for i, ep in enumerate(full_ep):
-            mine = sub_ep[i * k : (i + 1) * k]
-            winning = [s for s, e in enumerate(mine) if e.kind == "global_min"]
+            mine, winning = subs.member(i), subs.winning(i)
             records.append(
                 {
                     "width": m,
