@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+FIXED = ("none", "redraw")
 ROLE_STYLE = {
     "ticket": ("#1b9e77", "winning ticket (IMP, rewound)"),
     "reinit": ("#d95f02", "same mask, random re-init"),
@@ -79,15 +80,20 @@ def plot_perturbation(rows: list[dict[str, Any]], path: Path) -> Path:
             x = [r["size"] for r in pts]
             _rate_bars(axes[0, c], x, pts, fmt="o-", label=label, **style)
             axes[1, c].plot(x, [r["mean_overlap"] for r in pts], "o-", color=style["color"])
-        fixed = [r for r in mine if r["perturbation"] in ("none", "redraw")]
-        x = [s + 0.8 * i / max(1, len(series)) for i, _ in enumerate(fixed)]
+        fixed = [r for r in mine if r["perturbation"] in FIXED]
+        x = [FIXED.index(r["perturbation"]) + 0.1 * s for r in fixed]
         _rate_bars(axes[0, 2], x, fixed, fmt="s", label=label, **style)
         axes[1, 2].plot(x, [r["mean_overlap"] for r in fixed], "s", color=style["color"])
+        chance = [r["chance_overlap"] for r in mine if r.get("chance_overlap") is not None]
+        for ax in axes[1]:
+            if chance:
+                ax.axhline(sum(chance) / len(chance), color=style["color"], ls=":", lw=1)
     for c, (_, title) in enumerate(columns):
         axes[1, c].set_xlabel(title)
-    axes[1, 2].set_xlabel("each series: unperturbed, then re-drawn")
-    axes[0, 2].set_xticks([])
-    axes[1, 2].set_xticks([])
+    for ax in axes[:, 2]:
+        ax.set_xticks(range(len(FIXED)), ["unperturbed", "re-drawn"])
+        ax.set_xlim(-0.5, len(FIXED) - 0.5 + 0.1 * len(series))
+    axes[1, 2].set_xlabel("dotted: overlap expected of an unrelated mask")
     axes[0, 0].set_ylabel("failure rate of winning tickets")
     axes[1, 0].set_ylabel("overlap of trained network with ticket")
     for ax in axes.flat:

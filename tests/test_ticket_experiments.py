@@ -1,0 +1,138 @@
+"""The lottery (E6) and ticket-perturbation (E3, weight level) experiments end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from escapelab.cli import main
+from escapelab.config import SpecError, build
+from escapelab.experiments.base import Task
+from escapelab.experiments.lottery import LotterySpec
+from escapelab.experiments.ticket_perturbation import TicketPerturbationSpec
+from escapelab.experiments.weight_tickets import (
+    WeightTicketSpec,
+    top_k_overlap,
+    weight_ticket_records,
+    weight_ticket_summary,
+)
+from escapelab.runner.sweep import run, write_outputs
+from escapelab.tickets.masks import MaskSet
+from escapelab.tickets.perturb import Perturbation
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY_FIT = {"steps": 40, "eval_every": 10, "batch_size": 50}
+TINY_NET = {"hidden": [16]}
+
+
+def tiny_lottery(tmp_path):
+    spec = {
+        "data": {"datasets": ["digits"]},
+        "net": TINY_NET,
+        "fit": TINY_FIT,
+        "imp": {"levels": 2},
+        "seeds": 2,
+    }
+    return run("lottery", spec, store=tmp_path / "store", progress=False)
+
+
+def test_lottery_runs_stores_summarizes_and_draws(tmp_path):
+    outcome = tiny_lottery(tmp_path)
+    assert outcome.tasks_run == 1
+    assert len(outcome.records) == 2 + 2 * 2 * 3
+    rows = {(r["level"], r["role"]): r for r in outcome.summary}
+    assert rows[(1, "ticket")]["density"] == pytest.approx(0.8, abs=1e-3)
+    assert rows[(2, "random_mask")]["density"] == pytest.approx(0.64, abs=1e-3)
+    assert rows[(0, "ticket")]["n"] == 2
+    report = write_outputs(outcome, tmp_path / "out")
+    assert (tmp_path / "out" / "lottery_digits.png").stat().st_size > 10_000
+    assert report.exists()
+    checkpoints = list((tmp_path / "store").rglob("level_002.json"))
+    assert len(checkpoints) == 1
+    again = tiny_lottery(tmp_path)
+    assert again.tasks_run == 0 and again.records == outcome.records
+
+
+@pytest.mark.parametrize(
+    ("assignment", "field", "allowed"),
+    [
+        ({"imp": {"rate": 1.5}}, "imp.rate", "< 1"),
+        ({"imp": {"rate": 0}}, "imp.rate", "> 0"),
+        ({"data": {"datasets": ["mnist2d"]}}, "data.datasets[0]", "mnist1d"),
+        ({"imp": {"rewind": "step", "rewind_step": 5000}}, "imp.rewind_step", "fit.steps"),
+        ({"imp": {"rewind_step": 5}}, "imp.rewind_step", "rewind = step"),
+        ({"imp": {"output_rate": 1.0}}, "imp.output_rate", "< 1"),
+        ({"net": {"model": "resnet"}}, "net.model", "cnn1d"),
+    ],
+)
+def test_lottery_spec_errors_name_the_field(assignment, field, allowed):
+    with pytest.raises(SpecError) as err:
+        build(LotterySpec, assignment)
+    assert err.value.field == field and allowed in str(err.value)
+
+
+def test_cli_reports_a_bad_rate_without_a_traceback(tmp_path):
+    result = CliRunner().invoke(
+        main, ["run", "lottery", "--store", str(tmp_path), "--set", "imp.rate=1.5"]
+    )
+    assert result.exit_code == 2
+    assert "imp.rate" in result.output and "Traceback" not in result.output
+
+
+def test_weight_level_perturbation_rewinds_must_keep_initial_weights():
+    with pytest.raises(SpecError, match="init or step"):
+        build(TicketPerturbationSpec, {"weight": {"imp": {"rewind": "lr"}}})
+
+
+def test_top_k_overlap_closed_form():
+    weights = {"w": torch.tensor([[5.0, -4.0, 3.0, 0.5, 0.1, -0.2]])}
+    masks = MaskSet({"w": torch.tensor([[True, False, True, False, False, True]])})
+    # k = 3: the largest magnitudes are entries 0, 1, 2; the mask holds 0 and 2
+    assert top_k_overlap(weights, masks).tolist() == [pytest.approx(2 / 3)]
+
+
+@pytest.fixture(scope="module")
+def weight_records():
+    spec = build(
+        WeightTicketSpec,
+        {
+            "data": {"datasets": ["digits"]},
+            "net": TINY_NET,
+            "fit": TINY_FIT,
+            "imp": {"levels": 2, "controls": []},
+            "seeds": 2,
+        },
+    )
+    grid = [
+        Perturbation("none"),
+        Perturbation("scale", 1.0),
+        Perturbation("noise", 0.0),
+        Perturbation("scale", 8.0),
+    ]
+    task = Task("t", {"level": "weight", "dataset": "digits", "lo": 0, "hi": 2})
+    return weight_ticket_records(spec, grid, task, torch.device("cpu"))
+
+
+def test_identity_perturbations_reproduce_the_unperturbed_run(weight_records):
+    assert len(weight_records) == 2 * 4
+    for member in (0, 1):
+        mine = [r for r in weight_records if r["member"] == member]
+        none, scale1, noise0, _ = mine
+        assert none["success"] and none["reference_acc"] == none["test_acc_es"]
+        for same in (scale1, noise0):
+            for key in ("test_acc_es", "test_acc", "ticket_alone_acc", "ticket_overlap", "es_step"):
+                assert same[key] == none[key]
+        assert none["density"] == pytest.approx(0.64, abs=1e-3)
+        assert none["chance_overlap"] == none["density"]
+        assert 0 <= none["ticket_overlap"] <= 1
+
+
+def test_weight_summary_counts_failures_of_winning_tickets(weight_records):
+    rows = {r["label"]: r for r in weight_ticket_summary(weight_records)}
+    assert list(rows) == ["none", "scale 1", "noise 0", "scale 8"]
+    winning = sum(r["winning"] for r in weight_records if r["label"] == "none")
+    assert rows["none"]["n"] == winning and rows["none"]["failures"] == 0
+    big = [r for r in weight_records if r["label"] == "scale 8" and r["winning"]]
+    assert rows["scale 8"]["failures"] == sum(not r["success"] for r in big)
