@@ -8,7 +8,9 @@ member i's own gradient.
 
 Masks (:mod:`escapelab.tickets.masks`, one boolean tensor (E, ...) per masked parameter) are
 enforced by zeroing the masked gradients before each step and the masked weights after it, so
-pruned weights stay exactly zero and the optimizer's moments there stay zero.
+pruned weights stay exactly zero and the optimizer's moments there stay zero. (Both are
+multiplications by a 0/1 tensor, some thirty times faster on the CPU than ``masked_fill_``; only
+in a network that has already diverged can a pruned entry then hold nan.)
 
 Validation and test sets are evaluated every ``eval_every`` steps and at the end. The
 early-stopping step of a member is the evaluation with the lowest validation loss (Frankle &
@@ -157,11 +159,17 @@ def evaluate(
 
 
 def _optimizer(config: FitConfig, tensors: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    """Adam or SGD over the stacked tensors, with the fused kernels where this torch has them
+    (on the CPU the default is a per-tensor Python loop, about ten times slower here)."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(tensors, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        tensors, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+        kind, options = torch.optim.Adam, {"weight_decay": config.weight_decay}
+    else:
+        kind = torch.optim.SGD
+        options = {"momentum": config.momentum, "weight_decay": config.weight_decay}
+    try:
+        return kind(tensors, lr=lr, fused=True, **options)
+    except (RuntimeError, TypeError):
+        return kind(tensors, lr=lr, foreach=True, **options)
 
 
 def fit(
@@ -196,12 +204,12 @@ def fit(
     device = model.device
     data = data.to(device)
     weights = {n: p.detach().to(device, model.dtype).clone() for n, p in params.items()}
-    pruned_at = {}  # name -> True where the mask prunes
+    kept = {}  # name -> 1.0 where the mask keeps, 0.0 where it prunes
     for name, mask in (masks or {}).items():
         if name not in weights or mask.shape != weights[name].shape:
             raise ValueError(f"mask {name!r} does not fit a parameter of the model")
-        pruned_at[name] = ~mask.to(device, torch.bool)
-        weights[name].masked_fill_(pruned_at[name], 0)
+        kept[name] = mask.to(device, torch.bool).to(model.dtype)
+        weights[name].masked_fill_(kept[name] == 0, 0)
     for p in weights.values():
         p.requires_grad_(True)
     opt = _optimizer(config, list(weights.values()), config.lr if lr is None else lr)
@@ -237,11 +245,11 @@ def fit(
         opt.zero_grad(set_to_none=False)
         per_member.sum().backward()
         with torch.no_grad():
-            for name, pruned in pruned_at.items():
-                weights[name].grad.masked_fill_(pruned, 0)
+            for name, keep in kept.items():
+                weights[name].grad.mul_(keep)
             opt.step()
-            for name, pruned in pruned_at.items():
-                weights[name].masked_fill_(pruned, 0)
+            for name, keep in kept.items():
+                weights[name].mul_(keep)
             running += per_member.detach()
         count += 1
     steps, vl, va, tl, ta = zip(*history, strict=True)
