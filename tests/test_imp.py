@@ -59,7 +59,17 @@ def test_stacked_init_is_the_seeded_module(model, digits):
     assert torch.allclose(model.forward(params, x, shared=True)[1], alone(x), atol=1e-6)
 
 
-def test_masked_weights_and_adam_moments_stay_exactly_zero(model, digits):
+def test_mlp_stacked_forward_matches_the_vmapped_module(model, digits):
+    params = model.init([0, 1, 2])
+    x = digits.x_test[:7]
+    fast = model.forward(params, x, shared=True)
+    for i in range(3):
+        torch.testing.assert_close(fast[i], model.member(params, i)(x), atol=1e-5, rtol=1e-5)
+    per_member = x.expand(3, *x.shape)
+    assert torch.equal(model.forward(params, per_member), fast)
+
+
+def test_masked_weights_stay_exactly_zero_under_weight_decay(model, digits):
     params = model.init([0, 1])
     masks = random_masks_like(
         MaskSet({n: torch.rand(params[n].shape) < 0.5 for n in ("net.0.weight", "net.2.weight")}),

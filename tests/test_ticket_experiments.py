@@ -136,3 +136,33 @@ def test_weight_summary_counts_failures_of_winning_tickets(weight_records):
     assert rows["none"]["n"] == winning and rows["none"]["failures"] == 0
     big = [r for r in weight_records if r["label"] == "scale 8" and r["winning"]]
     assert rows["scale 8"]["failures"] == sum(not r["success"] for r in big)
+
+
+def test_ticket_perturbation_runs_both_kinds_through_the_runner(tmp_path):
+    spec = {
+        "perturb": {"redraw": True, "scales": [4.0], "noise": []},
+        "neuron": {
+            "teacher": {"width": 2, "seed": 1},
+            "student": {"widths": [3], "seeds": 3},
+            "train": {"steps": 300, "refine_steps": 10},
+        },
+        "weight": {
+            "data": {"datasets": ["digits"]},
+            "net": TINY_NET,
+            "fit": TINY_FIT,
+            "imp": {"levels": 1, "controls": []},
+            "seeds": 2,
+        },
+    }
+    outcome = run("ticket-perturbation", spec, store=tmp_path, progress=False)
+    assert outcome.tasks_run == 2
+    levels = {(r["level"], r["label"]) for r in outcome.summary}
+    assert levels >= {("weight", "none"), ("weight", "redraw"), ("weight", "scale 4")}
+    neuron = [r for r in outcome.records if r["level"] == "neuron"]
+    assert {r["member"] for r in neuron} == {0, 1, 2}
+    for row in outcome.summary:
+        assert row["problem"] in ("digits", "teacher-student m=3")
+        if row["n"]:
+            assert row["ci_low"] <= row["failure_rate"] <= row["ci_high"]
+    write_outputs(outcome, tmp_path / "out")
+    assert (tmp_path / "out" / "ticket_perturbation.png").stat().st_size > 10_000

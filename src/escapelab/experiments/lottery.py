@@ -39,6 +39,13 @@ class ClassifierSpec:
     hidden: tuple[int, ...] = field(default=(100, 100), metadata=constraint(ge=1))
     channels: int = field(default=25, metadata=constraint(ge=1, help="cnn1d only"))
 
+    @property
+    def label(self) -> str:
+        """E.g. ``mlp 100-100`` or ``cnn1d 25 channels``."""
+        if self.model == "cnn1d":
+            return f"cnn1d {self.channels} channels"
+        return f"mlp {'-'.join(map(str, self.hidden))}"
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -181,8 +188,8 @@ class Lottery:
             mine = [r for r in rows if r["dataset"] == dataset]
             if mine:
                 title = (
-                    f"IMP on {dataset}, {spec.net.model} {'x'.join(map(str, spec.net.hidden))}, "
-                    f"rewind={spec.imp.rewind}, {mine[0]['n']} seeds"
+                    f"IMP on {dataset}, {spec.net.label}, {spec.imp.scope} pruning "
+                    f"{spec.imp.rate:g}/level, rewind={spec.imp.rewind}, {mine[0]['n']} seeds"
                 )
                 paths.append(plot_lottery(mine, out_dir / f"lottery_{dataset}.png", title))
         return paths

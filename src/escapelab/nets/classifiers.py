@@ -22,6 +22,9 @@ in-place operations on its input and no data-dependent control flow, so it runs 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 from torch import Tensor, nn
 
 from escapelab.config import SpecError
@@ -96,6 +99,20 @@ class MLP(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         return self.net(x.flatten(start_dim=x.dim() - n))
+
+    def stacked_forward(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """Logits (E, B, n_classes) of E parameter sets (stacked as in ``named_parameters``)
+        on inputs (E, B, *input_shape): one ``baddbmm`` per layer, bias fused, which
+        :class:`~escapelab.nets.stacked.StackedModel` prefers to vmapping :meth:`forward`."""
+        h = x.flatten(start_dim=2)
+        last = len(self.net) - 1
+        for i, layer in enumerate(self.net):
+            if isinstance(layer, nn.Linear):
+                weight, bias = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
+                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            elif i < last:
+                h = torch.relu_(h)
+        return h
 
 
 class LogisticRegression(MLP):

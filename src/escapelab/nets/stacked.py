@@ -7,7 +7,9 @@ Member i initialized with seed s is exactly the module ``factory()`` builds afte
 ``torch.manual_seed(s)``, so an ensemble and a seed-by-seed loop start from identical weights.
 
 Modules with buffers (BatchNorm running statistics) are refused: their in-place updates have no
-batched meaning here.
+batched meaning here. A module may provide its own batched forward, ``stacked_forward(params,
+x)`` on (E, B, ...) inputs (the MLP of :mod:`escapelab.nets.classifiers` does, with one
+``baddbmm`` per layer); it is then used instead of the vmapped ``forward``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class StackedModel:
         self.dtype = dtype
         self.shapes = {name: p.shape for name, p in probe.named_parameters()}
         self._structure = probe.to("meta")
+        self._stacked = getattr(probe, "stacked_forward", None)
         self._call = vmap(self._member_forward, in_dims=(0, 0))
         self._call_shared = vmap(self._member_forward, in_dims=(0, None))
 
@@ -83,7 +86,12 @@ class StackedModel:
 
     def forward(self, params: Mapping[str, Tensor], x: Tensor, shared: bool = False) -> Tensor:
         """Outputs (E, B, ...) of every member; ``x`` is (E, B, ...) per member, or (B, ...)
-        fed to all members when ``shared``."""
+        fed to all members when ``shared``. A module with a ``stacked_forward(params, x)``
+        method (x: (E, B, ...)) computes this itself; any other is vmapped."""
+        if self._stacked is not None:
+            if shared:
+                x = x.expand(next(iter(params.values())).shape[0], *x.shape)
+            return self._stacked(params, x)
         return (self._call_shared if shared else self._call)(dict(params), x)
 
     def member(self, params: Mapping[str, Tensor], index: int) -> nn.Module:

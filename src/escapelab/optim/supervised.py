@@ -237,12 +237,17 @@ def fit(
             break
         for group in opt.param_groups:
             group["lr"] = (lr or config.lr) if constant_lr else config.lr_at(step, lr)
-        idx = orders[step]
-        logits = model.forward(weights, data.x_train[idx])
-        per_member = F.cross_entropy(
-            logits.transpose(1, 2), data.y_train[idx], reduction="none"
-        ).mean(dim=1)
-        opt.zero_grad(set_to_none=False)
+        idx = orders[step].reshape(-1)
+        xb = data.x_train.index_select(0, idx).view(members, -1, *data.x_train.shape[1:])
+        logits = model.forward(weights, xb)
+        per_member = (
+            F.cross_entropy(
+                logits.reshape(idx.numel(), -1), data.y_train.index_select(0, idx), reduction="none"
+            )
+            .view(members, -1)
+            .mean(dim=1)
+        )
+        opt.zero_grad(set_to_none=True)
         per_member.sum().backward()
         with torch.no_grad():
             for name, keep in kept.items():

@@ -11,6 +11,8 @@ from typing import Any
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         return "nan" if value != value else f"{value:.3g}"
     if isinstance(value, (list, tuple)):
@@ -20,11 +22,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of ``rows`` in first-seen order (rows of different kinds may differ)."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """A GitHub-style Markdown table of ``rows`` (columns in first-seen order)."""
+    """A GitHub-style Markdown table of ``rows`` (columns in first-seen order, blanks where a
+    row lacks one)."""
     if not rows:
         return "(no rows)\n"
-    cols = list(rows[0])
+    cols = columns(rows)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -42,7 +50,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     if rows:
         with (out_dir / "summary.csv").open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(fh, fieldnames=columns(rows))
             writer.writeheader()
             writer.writerows(rows)
     (out_dir / "summary.md").write_text(

@@ -9,6 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+PERCENT_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
 
 FIXED = ("none", "redraw")
 ROLE_STYLE = {
@@ -45,6 +48,9 @@ def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         acc_ax.axhline(100 * dense[0]["test_acc_es"], color="k", ls=":", lw=1, label="dense")
     for ax in (acc_ax, es_ax):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(PERCENT_TICKS))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.grid(alpha=0.3, which="both")

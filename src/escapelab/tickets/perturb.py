@@ -74,8 +74,12 @@ class PerturbationSpec:
     unperturbed run is always included as the reference."""
 
     redraw: bool = True
-    scales: tuple[float, ...] = field(default=(0.0, 0.5, 2.0, 4.0), metadata=constraint(ge=0))
-    noise: tuple[float, ...] = field(default=(0.5, 1.0, 2.0, 4.0), metadata=constraint(ge=0))
+    scales: tuple[float, ...] = field(
+        default=(0.0, 0.5, 2.0, 4.0), metadata=constraint(ge=0, empty=True, help="alpha")
+    )
+    noise: tuple[float, ...] = field(
+        default=(0.5, 1.0, 2.0, 4.0), metadata=constraint(ge=0, empty=True, help="sigma")
+    )
 
     def __post_init__(self) -> None:
         for name, sizes in (("perturb.scales", self.scales), ("perturb.noise", self.noise)):
