@@ -249,3 +249,17 @@ def test_diverging_members_are_recorded_not_raised(model, digits):
 def test_step_rewind_beyond_training_is_refused(model, digits):
     with pytest.raises(ValueError, match="rewind_step"):
         run_imp(model, digits, FIT, IMPConfig(rewind="step", rewind_step=40), [0])
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"),
+    # published MNIST-1D test accuracies (Greydanus & Kobak): logistic ~32 %, MLP 65-68 %,
+    # CNN 92-94 %, after longer training than these 1500 steps
+    [("logistic", 0.28, 0.37), ("mlp", 0.57, 0.72), ("cnn1d", 0.85, 0.96)],
+)
+def test_mnist1d_models_reach_the_published_accuracies(name, low, high):
+    data = load_dataset("mnist1d", seed=0)
+    stacked = StackedModel(lambda: build_model(name, data.input_shape, data.n_classes))
+    result = fit(stacked, stacked.init([0, 1]), data, FitConfig(steps=1500, eval_every=500), [0, 1])
+    final = result.test_acc[:, -1]
+    assert bool((final > low).all() and (final < high).all()), final.tolist()

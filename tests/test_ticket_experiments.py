@@ -116,11 +116,15 @@ def weight_records():
 
 
 def test_identity_perturbations_reproduce_the_unperturbed_run(weight_records):
-    assert len(weight_records) == 2 * 4
+    assert len(weight_records) == 2 * 5  # the grid, then the reshuffled reference
     for member in (0, 1):
         mine = [r for r in weight_records if r["member"] == member]
-        none, scale1, noise0, _ = mine
-        assert none["success"] and none["reference_acc"] == none["test_acc_es"]
+        none, scale1, noise0, _, reshuffled = mine
+        assert none["success"] and none["reference_acc"] == none["test_acc"]
+        assert reshuffled["perturbation"] == "reshuffle" and reshuffled["size"] == 0
+        assert (
+            reshuffled["es_step"] != none["es_step"] or reshuffled["test_loss"] != none["test_loss"]
+        )
         for same in (scale1, noise0):
             for key in ("test_acc_es", "test_acc", "ticket_alone_acc", "ticket_overlap", "es_step"):
                 assert same[key] == none[key]
@@ -131,7 +135,7 @@ def test_identity_perturbations_reproduce_the_unperturbed_run(weight_records):
 
 def test_weight_summary_counts_failures_of_winning_tickets(weight_records):
     rows = {r["label"]: r for r in weight_ticket_summary(weight_records)}
-    assert list(rows) == ["none", "scale 1", "noise 0", "scale 8"]
+    assert list(rows) == ["none", "scale 1", "noise 0", "scale 8", "none, reshuffled"]
     winning = sum(r["winning"] for r in weight_records if r["label"] == "none")
     assert rows["none"]["n"] == winning and rows["none"]["failures"] == 0
     big = [r for r in weight_records if r["label"] == "scale 8" and r["winning"]]

@@ -2,7 +2,8 @@
 
 Per seed, IMP (:mod:`escapelab.tickets.imp`, no controls) runs ``imp.levels`` levels; the ticket
 is the last level's mask with the rewind weights, and it is *winning* when, trained alone, its
-test accuracy at early stopping is within ``margin`` of the dense network's. Then the full dense
+test accuracy (``success_metric``: at the end of training, or at early stopping) is within
+``margin`` of the dense network's. Then the full dense
 network is rebuilt from the rewind weights, the ticket's weights (and all biases, which IMP never
 prunes) are kept, everything else is perturbed (:mod:`escapelab.tickets.perturb`), and the whole
 network is trained again, every (seed, perturbation) as one stacked ensemble with one batch order
@@ -10,8 +11,10 @@ per seed.
 
 Per trained network:
 
-* ``success``: test accuracy at early stopping within ``margin`` of the same seed's unperturbed
-  run (perturbation ``none``);
+* ``success``: test accuracy within ``margin`` of the same seed's unperturbed run (perturbation
+  ``none``). The unperturbed network is also trained once more with another batch order
+  (perturbation ``reshuffle``): how often that "fails" is the criterion's noise floor, the rate a
+  perturbation that changed nothing but the trajectory's details would show;
 * ``ticket_alone_acc``: the ticket cut out of the trained weights (the final weights under the
   ticket mask), evaluated without retraining;
 * ``ticket_overlap``: the fraction of the k largest-magnitude trained weights that lie in the
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -42,6 +45,9 @@ from escapelab.tickets.imp import IMPConfig, run_imp
 from escapelab.tickets.masks import MaskSet
 from escapelab.tickets.perturb import Perturbation, perturb_outside
 
+RESHUFFLE = "reshuffle"
+METRICS = {"final": "test_acc", "early_stopping": "test_acc_es"}
+
 
 @dataclass(frozen=True)
 class WeightTicketSpec:
@@ -55,8 +61,9 @@ class WeightTicketSpec:
     seed: int = 0
     fresh_seed: int = 1
     margin: float = field(
-        default=0.02, metadata=constraint(ge=0, le=1, help="accuracy margin of success")
+        default=0.03, metadata=constraint(ge=0, le=1, help="accuracy margin of success")
     )
+    success_metric: Literal["final", "early_stopping"] = "final"
     seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: all seeds"))
 
     def __post_init__(self) -> None:
@@ -113,21 +120,26 @@ def weight_ticket_records(
     seeds = [derive_seed("weight-ticket", spec.seed, name, i) for i in range(lo, hi)]
     imp = run_imp(model, data, spec.fit, spec.imp, seeds, task.checkpoint_dir)
     masks, rewind = imp.masks, imp.rewind
-    acc = {(r["level"], r["seed"]): r["test_acc_es"] for r in imp.records}
+    metric = METRICS[spec.success_metric]
+    acc = {(r["level"], r["seed"]): r[metric] for r in imp.records}
     fresh = model.init([derive_seed("fresh", spec.fresh_seed, s) for s in seeds])
     keep = {
         n: masks[n] if n in masks else torch.ones_like(p, dtype=torch.bool)
         for n, p in rewind.items()
     }
-    k = len(perturbations)
+    # every perturbation, then the unperturbed network once more with another batch order: the
+    # noise floor of the success criterion
+    runs = [(q, q.kind, q.label, "perturbed") for q in perturbations]
+    runs.append((Perturbation("none", 0.0), RESHUFFLE, "none, reshuffled", "reshuffled"))
+    k = len(runs)
     start = {
-        n: torch.stack(
-            [perturb_outside(p, keep[n], fresh[n], q) for q in perturbations], 1
-        ).flatten(0, 1)
+        n: torch.stack([perturb_outside(p, keep[n], fresh[n], q) for q, *_ in runs], 1).flatten(
+            0, 1
+        )
         for n, p in rewind.items()
     }
     start_step = spec.imp.rewind_step if spec.imp.rewind == "step" else 0
-    order = [derive_seed("perturbed", s) for s in seeds for _ in perturbations]
+    order = [derive_seed(tag, s) for s in seeds for *_, tag in runs]
     result = fit(model, start, data, spec.fit, order, start_step=start_step)
     masks_rep = MaskSet({n: m.repeat_interleave(k, 0) for n, m in masks.items()})
     ticket_only = {
@@ -139,9 +151,9 @@ def weight_ticket_records(
     records = []
     for i, seed in enumerate(seeds):
         dense_acc, ticket_acc = acc[(0, seed)], acc[(spec.imp.levels, seed)]
-        reference = result.member_metrics(i * k)["test_acc_es"]
+        reference = result.member_metrics(i * k)[metric]
         density = MaskSet({n: m[i : i + 1] for n, m in masks.items()}).density()
-        for j, q in enumerate(perturbations):
+        for j, (q, kind, label, _) in enumerate(runs):
             row = i * k + j
             metrics = result.member_metrics(row)
             records.append(
@@ -154,13 +166,13 @@ def weight_ticket_records(
                     "dense_acc": dense_acc,
                     "ticket_acc": ticket_acc,
                     "winning": ticket_acc >= dense_acc - spec.margin,
-                    "perturbation": q.kind,
+                    "perturbation": kind,
                     "size": q.size,
-                    "label": q.label,
+                    "label": label,
                     **metrics,
                     "reference_acc": reference,
                     "success": (not metrics["diverged"])
-                    and metrics["test_acc_es"] >= reference - spec.margin,
+                    and metrics[metric] >= reference - spec.margin,
                     "ticket_alone_acc": float(alone_acc[row]),
                     "ticket_overlap": float(overlap[row]),
                     "chance_overlap": density,  # expected overlap of an unrelated mask

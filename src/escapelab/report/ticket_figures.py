@@ -13,7 +13,7 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 PERCENT_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
 
-FIXED = ("none", "redraw")
+FIXED = ("none", "reshuffle", "redraw")
 ROLE_STYLE = {
     "ticket": ("#1b9e77", "winning ticket (IMP, rewound)"),
     "reinit": ("#d95f02", "same mask, random re-init"),
@@ -97,7 +97,7 @@ def plot_perturbation(rows: list[dict[str, Any]], path: Path) -> Path:
     for c, (_, title) in enumerate(columns):
         axes[1, c].set_xlabel(title)
     for ax in axes[:, 2]:
-        ax.set_xticks(range(len(FIXED)), ["unperturbed", "re-drawn"])
+        ax.set_xticks(range(len(FIXED)), ["unperturbed", "unperturbed,\nreshuffled", "re-drawn"])
         ax.set_xlim(-0.5, len(FIXED) - 0.5 + 0.1 * len(series))
     axes[1, 2].set_xlabel("dotted: overlap expected of an unrelated mask")
     axes[0, 0].set_ylabel("failure rate of winning tickets")
