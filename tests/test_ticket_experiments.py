@@ -120,7 +120,7 @@ def test_identity_perturbations_reproduce_the_unperturbed_run(weight_records):
     for member in (0, 1):
         mine = [r for r in weight_records if r["member"] == member]
         none, scale1, noise0, _, reshuffled = mine
-        assert none["success"] and none["reference_acc"] == none["test_acc"]
+        assert none["success"] and none["reference_acc"] == none["test_acc_es"]
         assert reshuffled["perturbation"] == "reshuffle" and reshuffled["size"] == 0
         assert (
             reshuffled["es_step"] != none["es_step"] or reshuffled["test_loss"] != none["test_loss"]

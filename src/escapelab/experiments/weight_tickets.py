@@ -57,13 +57,14 @@ class WeightTicketSpec:
     net: ClassifierSpec = field(default_factory=ClassifierSpec)
     fit: FitConfig = field(default_factory=FitConfig)
     imp: IMPConfig = field(default_factory=lambda: IMPConfig(levels=7, controls=()))
-    seeds: int = field(default=8, metadata=constraint(ge=1))
+    seeds: int = field(default=12, metadata=constraint(ge=1))
     seed: int = 0
     fresh_seed: int = 1
     margin: float = field(
-        default=0.03, metadata=constraint(ge=0, le=1, help="accuracy margin of success")
+        default=0.05, metadata=constraint(ge=0, le=1, help="accuracy margin of success")
     )
-    success_metric: Literal["final", "early_stopping"] = "final"
+    # Frankle & Carbin's convention: test accuracy at the early-stopping step
+    success_metric: Literal["early_stopping", "final"] = "early_stopping"
     seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: all seeds"))
 
     def __post_init__(self) -> None:
