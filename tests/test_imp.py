@@ -101,6 +101,18 @@ def test_members_train_as_if_alone(model, digits):
         )
 
 
+def test_training_in_blocks_equals_training_together(model, digits):
+    params = model.init([0, 1, 2])
+    masks = {"net.0.weight": torch.rand(3, 16, 64) < 0.5}
+    whole = fit(model, params, digits, FIT, [7, 8, 9], masks, snapshot_steps=[10])
+    blocks = fit(model, params, digits, FIT, [7, 8, 9], masks, snapshot_steps=[10], max_members=2)
+    assert blocks.eval_steps == whole.eval_steps
+    for name in params:
+        torch.testing.assert_close(blocks.params[name], whole.params[name], atol=1e-5, rtol=0)
+        torch.testing.assert_close(blocks.snapshots[10][name], whole.snapshots[10][name])
+    torch.testing.assert_close(blocks.val_loss, whole.val_loss, atol=1e-4, rtol=0)
+
+
 def test_cosine_schedule_end_points():
     config = FitConfig(steps=100, lr=0.1, schedule="cosine", min_lr_factor=0.01)
     assert config.lr_at(0) == pytest.approx(0.1)

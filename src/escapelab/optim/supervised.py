@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,6 +96,30 @@ class FitResult:
             self.train_loss[lo:hi],
             self.diverged[lo:hi],
             self.wall_time,
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[FitResult]) -> FitResult:
+        """The results of consecutive member blocks as one (wall times add up)."""
+
+        def cat(get: Callable[[FitResult], Tensor]) -> Tensor:
+            return torch.cat([get(r) for r in parts])
+
+        first = parts[0]
+        return FitResult(
+            {n: cat(lambda r, n=n: r.params[n]) for n in first.params},
+            {
+                t: {n: cat(lambda r, t=t, n=n: r.snapshots[t][n]) for n in snap}
+                for t, snap in first.snapshots.items()
+            },
+            first.eval_steps,
+            cat(lambda r: r.val_loss),
+            cat(lambda r: r.val_acc),
+            cat(lambda r: r.test_loss),
+            cat(lambda r: r.test_acc),
+            cat(lambda r: r.train_loss),
+            cat(lambda r: r.diverged),
+            sum(r.wall_time for r in parts),
         )
 
     @property
@@ -184,6 +208,7 @@ def fit(
     start_step: int = 0,
     lr: float | None = None,
     constant_lr: bool = False,
+    max_members: int | None = None,
 ) -> FitResult:
     """Train copies of ``params`` (E members, batch orders from ``seeds``) under ``masks``.
 
@@ -191,11 +216,33 @@ def fit(
     point k of IMP. ``start_step``: resume the schedule and the batch order at this step (the
     weights are taken as those of that step, the optimizer state starts fresh) and train to
     ``config.steps``. ``lr`` overrides the config's peak learning rate; ``constant_lr`` holds it
-    fixed (fine-tuning).
+    fixed (fine-tuning). ``max_members``: train at most this many members at once, block after
+    block (to bound memory; members are independent, so only the rounding changes).
     """
     members = model.check(params)
     if len(seeds) != members:
         raise ValueError(f"{len(seeds)} seeds for {members} members")
+    if max_members is not None and max_members < 1:
+        raise ValueError(f"max_members must be >= 1, got {max_members}")
+    if max_members is not None and members > max_members:
+        blocks = [(lo, min(lo + max_members, members)) for lo in range(0, members, max_members)]
+        return FitResult.concat(
+            [
+                fit(
+                    model,
+                    {n: p[lo:hi] for n, p in params.items()},
+                    data,
+                    config,
+                    seeds[lo:hi],
+                    None if masks is None else {n: m[lo:hi] for n, m in masks.items()},
+                    snapshot_steps=snapshot_steps,
+                    start_step=start_step,
+                    lr=lr,
+                    constant_lr=constant_lr,
+                )
+                for lo, hi in blocks
+            ]
+        )
     if not 0 <= start_step < config.steps:
         raise ValueError(f"start_step must lie in [0, {config.steps}), got {start_step}")
     bad = [t for t in snapshot_steps if not start_step <= t <= config.steps]

@@ -214,12 +214,14 @@ def run_imp(
     seeds: Sequence[int],
     checkpoint_dir: str | Path | None = None,
     on_level: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    max_members: int | None = None,
 ) -> IMPRun:
     """Run IMP for the networks ``model.init(seeds)``. The records: one per (level, role, seed)
     with test accuracy at the end and at the early-stopping step, that step, the density
     (fraction of prunable weights kept), per-layer densities and the sign-flip fraction.
 
     ``on_level(level, records)`` is called after each level (e.g. for progress bars).
+    ``max_members`` caps how many networks train at once (memory; 1: one network at a time).
     """
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
@@ -261,7 +263,7 @@ def run_imp(
         else:
             masks = prune_level(final, masks, config)
             groups = _level_groups(model, config, seeds, level, masks, rewind, final)
-        results = _train_groups(model, data, fit_config, config, groups, level)
+        results = _train_groups(model, data, fit_config, config, groups, level, max_members)
         ticket = results["ticket"]
         if level == 0:
             rewind = ticket.snapshots.get(config.rewind_step, groups[0].start)
@@ -319,6 +321,7 @@ def _train_groups(
     config: IMPConfig,
     groups: list[_Group],
     level: int,
+    max_members: int | None,
 ) -> dict[str, FitResult]:
     """Train the groups, all those with the same plan as one ensemble; results by role."""
     results: dict[str, FitResult] = {}
@@ -336,6 +339,7 @@ def _train_groups(
             start_step=start_step,
             lr=fit_config.final_lr if finetune else None,
             constant_lr=finetune,
+            max_members=max_members,
         )
         lo = 0
         for g in mine:
