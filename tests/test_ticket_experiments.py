@@ -170,3 +170,24 @@ def test_ticket_perturbation_runs_both_kinds_through_the_runner(tmp_path):
             assert row["ci_low"] <= row["failure_rate"] <= row["ci_high"]
     write_outputs(outcome, tmp_path / "out")
     assert (tmp_path / "out" / "ticket_perturbation.png").stat().st_size > 10_000
+
+
+def test_an_interrupted_lottery_run_resumes_at_the_level_where_it_stopped(tmp_path, monkeypatch):
+    import escapelab.tickets.imp as imp_module
+
+    reference = tiny_lottery(tmp_path / "reference")
+    real_fit, calls, stop_at = imp_module.fit, [], [2]
+
+    def counted_fit(*args, **kwargs):
+        if len(calls) == stop_at[0]:  # levels 0 (dense) and 1 finish; level 2 is interrupted
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(imp_module, "fit", counted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_lottery(tmp_path / "resumed")
+    stop_at[0] = -1
+    resumed = tiny_lottery(tmp_path / "resumed")
+    assert len(calls) == 3  # only level 2 was trained again
+    assert resumed.records == reference.records
