@@ -31,6 +31,7 @@ RECORD_FIELDS = {
     "test_acc",
     "test_loss",
     "test_acc_es",
+    "test_loss_es",
     "es_step",
     "val_loss_min",
     "val_acc_es",

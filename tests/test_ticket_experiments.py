@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -191,3 +193,55 @@ def test_an_interrupted_lottery_run_resumes_at_the_level_where_it_stopped(tmp_pa
     resumed = tiny_lottery(tmp_path / "resumed")
     assert len(calls) == 3  # only level 2 was trained again
     assert resumed.records == reference.records
+
+
+def test_teacher_student_data_is_the_teachers_regression_problem():
+    from escapelab.data.teacher_student import teacher_student_data
+    from escapelab.problems.teacher import make_teacher
+
+    teacher = make_teacher(d=3, width=2, activation="erf", seed=4)
+    data = teacher_student_data(teacher, n_train=50, n_test=20, seed=1, val_fraction=0.2)
+    assert data.regression and data.sizes == {"train": 40, "val": 10, "test": 20}
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        assert y.shape == (len(x), 1)
+        torch.testing.assert_close(y, teacher(x.double()).float(), atol=1e-6, rtol=1e-6)
+    again = teacher_student_data(teacher, n_train=50, n_test=20, seed=1, val_fraction=0.2)
+    assert torch.equal(again.x_val, data.x_val)
+
+
+def test_regression_loss_is_half_the_mean_squared_error():
+    from escapelab.data.teacher_student import teacher_student_data
+    from escapelab.nets.classifiers import build_model
+    from escapelab.nets.stacked import StackedModel
+    from escapelab.optim.supervised import evaluate
+    from escapelab.problems.teacher import make_teacher
+
+    data = teacher_student_data(make_teacher(d=2, width=2, seed=0), n_train=30, n_test=10)
+    model = StackedModel(lambda: build_model("mlp", (2,), 1, hidden=(4,), activation="erf"))
+    zeros = {n: torch.zeros_like(p) for n, p in model.init([0, 1]).items()}
+    loss, acc = evaluate(model, zeros, data.x_test, data.y_test, regression=True)
+    expected = 0.5 * data.y_test.square().sum(1).mean()
+    torch.testing.assert_close(loss, expected.expand(2), rtol=1e-6, atol=0)
+    assert bool(acc.isnan().all())
+
+
+def test_lottery_runs_imp_on_the_teacher_student_problem(tmp_path):
+    spec = {
+        "data": {"datasets": ["teacher"], "n_train": 400, "n_test": 200},
+        "net": {"hidden": [8], "activation": "erf"},
+        "fit": {"steps": 60, "eval_every": 20, "batch_size": 50, "lr": 0.003},
+        "imp": {"levels": 1},
+        "seeds": 2,
+    }
+    outcome = run("lottery", spec, store=tmp_path, progress=False)
+    assert all(math.isnan(r["test_acc"]) for r in outcome.records)
+    rows = {(r["level"], r["role"]): r for r in outcome.summary}
+    assert all(0 < r["test_loss_es"] < math.inf for r in rows.values())
+    assert rows[(1, "ticket")]["density"] == pytest.approx(0.8, abs=0.01)
+    write_outputs(outcome, tmp_path / "out")
+    assert (tmp_path / "out" / "lottery_teacher.png").stat().st_size > 10_000
+
+
+def test_weight_level_tickets_need_labelled_data():
+    with pytest.raises(SpecError, match="neuron level"):
+        build(TicketPerturbationSpec, {"weight": {"data": {"datasets": ["teacher"]}}})

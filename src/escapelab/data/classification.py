@@ -53,7 +53,11 @@ _MAX_SEED = 2**32 - 1  # numpy's and sklearn's seeds are 32-bit
 
 @dataclass(frozen=True)
 class ClassificationData:
-    """Train/validation/test splits: ``x_*`` float32 (N, *input_shape), ``y_*`` int64 (N,)."""
+    """Train/validation/test splits: ``x_*`` float32 (N, *input_shape), ``y_*`` int64 (N,).
+
+    ``n_classes = 0`` marks a regression set (the teacher-student problems): ``y_*`` are float32
+    targets (N, k) and training minimises half the mean squared error.
+    """
 
     x_train: Tensor
     y_train: Tensor
@@ -68,11 +72,18 @@ class ClassificationData:
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if tuple(x.shape[1:]) != self.input_shape or y.shape != (x.shape[0],):
+            y_ok = y.shape == (x.shape[0],) if self.n_classes else y.shape[:1] == x.shape[:1]
+            if tuple(x.shape[1:]) != self.input_shape or not y_ok or y.ndim != 1 + self.regression:
+                expected = "(N, k)" if self.regression else "(N,)"
                 raise ValueError(
-                    f"x_{split}/y_{split}: expected shapes (N, *{self.input_shape}) and (N,), "
-                    f"got {tuple(x.shape)} and {tuple(y.shape)}"
+                    f"x_{split}/y_{split}: expected shapes (N, *{self.input_shape}) and "
+                    f"{expected}, got {tuple(x.shape)} and {tuple(y.shape)}"
                 )
+
+    @property
+    def regression(self) -> bool:
+        """True for a regression set (``n_classes = 0``)."""
+        return self.n_classes == 0
 
     def to(self, device: torch.device | str) -> ClassificationData:
         """A copy whose six tensors live on ``device`` (the metadata is shared)."""

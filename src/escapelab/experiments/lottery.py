@@ -1,4 +1,5 @@
-"""E6, classic lottery tickets: IMP with its controls on MNIST-1D and scikit-learn's digits.
+"""E6, classic lottery tickets: IMP with its controls on MNIST-1D and scikit-learn's digits (and,
+as a regression, on the teacher-student problems).
 
 For every dataset, ``seeds`` networks run iterative magnitude pruning (:mod:`escapelab.tickets.imp`)
 as one stacked ensemble. Every level records, per seed, the ticket and its two controls (the
@@ -14,6 +15,7 @@ runner gives it, and resumes there after an interruption.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,9 @@ import torch
 
 from escapelab.config import SpecError, constraint
 from escapelab.data.classification import ClassificationData, load_dataset
+from escapelab.data.teacher_student import teacher_student_data
 from escapelab.experiments.base import Task
+from escapelab.experiments.common import TeacherSpec, build_teacher
 from escapelab.nets.classifiers import build_model
 from escapelab.nets.mlp import derive_seed
 from escapelab.nets.stacked import StackedModel
@@ -38,22 +42,28 @@ class ClassifierSpec:
     model: Literal["mlp", "cnn1d"] = "mlp"
     hidden: tuple[int, ...] = field(default=(100, 100), metadata=constraint(ge=1))
     channels: int = field(default=25, metadata=constraint(ge=1, help="cnn1d only"))
+    activation: Literal["relu", "erf", "tanh", "softplus", "sigmoid", "linear"] = "relu"
 
     @property
     def label(self) -> str:
         """E.g. ``mlp 100-100`` or ``cnn1d 25 channels``."""
         if self.model == "cnn1d":
             return f"cnn1d {self.channels} channels"
-        return f"mlp {'-'.join(map(str, self.hidden))}"
+        return f"mlp {'-'.join(map(str, self.hidden))} {self.activation}"
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which datasets, the data variant (seed) and the validation share of the training set."""
+    """Which datasets, the data variant (seed) and the validation share of the training set.
+    ``teacher`` is the teacher-student regression problem of ``teacher`` with ``n_train`` and
+    ``n_test`` Gaussian samples (half the mean squared error; no accuracy)."""
 
-    datasets: tuple[Literal["mnist1d", "digits"], ...] = ("mnist1d", "digits")
+    datasets: tuple[Literal["mnist1d", "digits", "teacher"], ...] = ("mnist1d", "digits")
     seed: int = 0
     val_fraction: float = field(default=0.1, metadata=constraint(gt=0, lt=1))
+    teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(d=8, width=4))
+    n_train: int = field(default=4000, metadata=constraint(ge=2, help="teacher only"))
+    n_test: int = field(default=1000, metadata=constraint(ge=1, help="teacher only"))
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,12 @@ class LotterySpec:
 
 def load_task_data(spec: DataSpec, name: str, device: torch.device) -> ClassificationData:
     """The dataset ``name`` as the spec asks for it, on ``device``."""
+    if name == "teacher":
+        teacher = build_teacher(spec.teacher)
+        data = teacher_student_data(
+            teacher, spec.n_train, spec.n_test, spec.seed, spec.val_fraction
+        )
+        return data.to(device)
     return load_dataset(name, seed=spec.seed, val_fraction=spec.val_fraction).to(device)
 
 
@@ -90,9 +106,16 @@ def stacked_classifier(
 ) -> StackedModel:
     """A stacked ensemble of the spec's network for ``data``'s inputs and classes."""
 
+    outputs = data.y_train.shape[1] if data.regression else data.n_classes
+
     def factory() -> torch.nn.Module:
         return build_model(
-            net.model, data.input_shape, data.n_classes, hidden=net.hidden, channels=net.channels
+            net.model,
+            data.input_shape,
+            outputs,
+            hidden=net.hidden,
+            channels=net.channels,
+            activation=net.activation,
         )
 
     return StackedModel(factory, device=device)
@@ -101,6 +124,20 @@ def stacked_classifier(
 def network_seeds(spec: LotterySpec, dataset: str, lo: int, hi: int) -> list[int]:
     """Initialization seeds of networks lo..hi-1 on ``dataset``."""
     return [derive_seed("lottery", spec.seed, dataset, i) for i in range(lo, hi)]
+
+
+def spread(key: str, values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), min and max of ``values`` as
+    ``key``, ``key_std``, ``key_min``, ``key_max``; all nan when a value is nan (no accuracy on
+    regression data, or a diverged run)."""
+    if any(math.isnan(v) for v in values):
+        return dict.fromkeys((key, f"{key}_std", f"{key}_min", f"{key}_max"), math.nan)
+    return {
+        key: statistics.fmean(values),
+        f"{key}_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        f"{key}_min": min(values),
+        f"{key}_max": max(values),
+    }
 
 
 class Lottery:
@@ -154,27 +191,19 @@ class Lottery:
                 for r in records
                 if r["dataset"] == dataset and r["level"] == level and r["role"] == role
             ]
-            acc = [r["test_acc_es"] for r in mine]
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "level": level,
-                    "role": role,
-                    "n": len(mine),
-                    "density": statistics.fmean(r["density"] for r in mine),
-                    "test_acc_es": statistics.fmean(acc),
-                    "test_acc_es_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                    "test_acc_es_min": min(acc),
-                    "test_acc_es_max": max(acc),
-                    "test_acc": statistics.fmean(r["test_acc"] for r in mine),
-                    "es_step": statistics.fmean(r["es_step"] for r in mine),
-                    "es_step_std": (
-                        statistics.stdev(r["es_step"] for r in mine) if len(mine) > 1 else 0.0
-                    ),
-                    "sign_flip": statistics.fmean(r["sign_flip"] for r in mine),
-                    "diverged": sum(bool(r["diverged"]) for r in mine),
-                }
-            )
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "level": level,
+                "role": role,
+                "n": len(mine),
+                "density": statistics.fmean(r["density"] for r in mine),
+            }
+            for key in ("test_acc_es", "test_loss_es", "es_step"):
+                row.update(spread(key, [float(r[key]) for r in mine]))
+            row["test_acc"] = statistics.fmean(r["test_acc"] for r in mine)
+            row["sign_flip"] = statistics.fmean(r["sign_flip"] for r in mine)
+            row["diverged"] = sum(bool(r["diverged"]) for r in mine)
+            rows.append(row)
         return rows
 
     def figures(

@@ -68,6 +68,12 @@ class WeightTicketSpec:
     seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: all seeds"))
 
     def __post_init__(self) -> None:
+        if "teacher" in self.data.datasets:
+            raise SpecError(
+                "weight.data.datasets",
+                "allowed: mnist1d, digits (success is judged by accuracy; teacher-student "
+                "tickets are tested at the neuron level)",
+            )
         if self.imp.rewind not in ("init", "step"):
             raise SpecError(
                 "weight.imp.rewind",

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from escapelab.config import SpecError
+from escapelab.nets.activations import get_activation
 
 MODELS: tuple[str, ...] = ("mlp", "cnn1d", "logistic")
 
@@ -66,11 +67,32 @@ class FlattenTrailing(nn.Module):
         return f"n_dims={self.n_dims}"
 
 
+class Pointwise(nn.Module):
+    """One of escapelab's activations (:mod:`escapelab.nets.activations`) as a module, so that
+    an MLP can match a teacher's nonlinearity (``erf`` is erf(z / sqrt 2))."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.fn = get_activation(name).fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
 class MLP(nn.Module):
-    """Flatten, then Linear + ReLU for each hidden width, then Linear to ``n_classes`` logits."""
+    """Flatten, then Linear + activation (ReLU by default) for each hidden width, then Linear to
+    ``n_classes`` outputs (logits, or regression outputs)."""
 
     def __init__(
-        self, input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (100, 100)
+        self,
+        input_shape: tuple[int, ...],
+        n_classes: int,
+        hidden: tuple[int, ...] = (100, 100),
+        activation: str = "relu",
     ):
         super().__init__()
         self.input_shape = _check_shape(input_shape)
@@ -85,7 +107,8 @@ class MLP(nn.Module):
         self.n_features = n_in
         layers: list[nn.Module] = []
         for width in self.hidden:
-            layers += [nn.Linear(n_in, width), nn.ReLU()]
+            act = nn.ReLU() if activation == "relu" else Pointwise(activation)
+            layers += [nn.Linear(n_in, width), act]
             n_in = width
         layers.append(nn.Linear(n_in, self.n_classes))
         self.net = nn.Sequential(*layers)
@@ -110,8 +133,10 @@ class MLP(nn.Module):
             if isinstance(layer, nn.Linear):
                 weight, bias = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
                 h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            elif isinstance(layer, nn.ReLU):
+                h = torch.relu_(h)  # baddbmm's backward does not need its output
             elif i < last:
-                h = torch.relu_(h)
+                h = layer(h)
         return h
 
 
@@ -197,15 +222,17 @@ def build_model(
     n_classes: int,
     hidden: tuple[int, ...] = (100, 100),
     channels: int = 25,
+    activation: str = "relu",
 ) -> nn.Module:
     """Model ``name`` (one of :data:`MODELS`) with PyTorch's default initialization.
 
-    ``hidden`` is used by ``mlp`` only and ``channels`` by ``cnn1d`` only; seed with
+    ``hidden`` and ``activation`` (relu or one of escapelab's activations: erf, tanh, softplus,
+    sigmoid, linear) are used by ``mlp`` only and ``channels`` by ``cnn1d`` only; seed with
     ``torch.manual_seed`` beforehand for reproducible weights. Bad arguments raise
     :class:`~escapelab.config.SpecError` (a ``ValueError``) naming the field.
     """
     if name == "mlp":
-        return MLP(input_shape, n_classes, hidden=hidden)
+        return MLP(input_shape, n_classes, hidden=hidden, activation=activation)
     if name == "cnn1d":
         return CNN1D(input_shape, n_classes, channels=channels)
     if name == "logistic":

@@ -1,7 +1,9 @@
-"""Mini-batch training of a stacked ensemble of classifiers, with masks and early-stopping metrics.
+"""Mini-batch training of a stacked ensemble of classifiers (or regressors: the teacher-student
+data), with masks and early-stopping metrics.
 
 Every member is trained as if alone: its own mini-batch order (drawn from a generator seeded by
-the member's seed), its own cross-entropy mean, its own Adam or SGD state (both optimizers are
+the member's seed), its own mean loss (cross-entropy; half the squared error for a regression
+set), its own Adam or SGD state (both optimizers are
 element-wise, so one optimizer over the stacked tensors is exactly one per member). The total
 loss is the sum of the member means, whose gradient with respect to member i's parameters is
 member i's own gradient.
@@ -137,6 +139,7 @@ class FitResult:
             "test_acc": float(self.test_acc[i, -1]),
             "test_loss": float(self.test_loss[i, -1]),
             "test_acc_es": float(self.test_acc[i, es]),
+            "test_loss_es": float(self.test_loss[i, es]),
             "es_step": self.eval_steps[es],
             "val_loss_min": float(self.val_loss[i, es]),
             "val_acc_es": float(self.val_acc[i, es]),
@@ -162,11 +165,26 @@ def _batch_orders(
     return torch.stack(orders, dim=1).to(device)
 
 
+def _per_sample_loss(outputs: Tensor, y: Tensor, regression: bool) -> Tensor:
+    """(E, B) losses of outputs (E, B, k): cross-entropy against labels y (E, B), or half the
+    squared error against targets y (E, B, k)."""
+    if regression:
+        return 0.5 * (outputs - y).square().sum(dim=2)
+    members, batch = outputs.shape[:2]
+    flat = F.cross_entropy(outputs.reshape(members * batch, -1), y.reshape(-1), reduction="none")
+    return flat.view(members, batch)
+
+
 @torch.no_grad()
 def evaluate(
-    model: StackedModel, params: Mapping[str, Tensor], x: Tensor, y: Tensor
+    model: StackedModel,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    regression: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy and accuracy (E,) of every member on a shared set (x, y)."""
+    """Mean loss and accuracy (E,) of every member on a shared set (x, y): cross-entropy, or
+    for ``regression`` half the squared error (accuracy nan)."""
     members = next(iter(params.values())).shape[0]
     if len(y) == 0:
         nan = torch.full((members,), math.nan)
@@ -175,11 +193,13 @@ def evaluate(
     correct = torch.zeros(members, dtype=torch.float64, device=x.device)
     for lo in range(0, len(y), _EVAL_CHUNK):
         xb, yb = x[lo : lo + _EVAL_CHUNK], y[lo : lo + _EVAL_CHUNK]
-        logits = model.forward(params, xb, shared=True)
-        ce = F.cross_entropy(logits.transpose(1, 2), yb.expand(members, -1), reduction="none")
-        loss_sum += ce.sum(dim=1, dtype=torch.float64)
-        correct += (logits.argmax(dim=2) == yb).sum(dim=1, dtype=torch.float64)
-    return (loss_sum / len(y)).float().cpu(), (correct / len(y)).float().cpu()
+        outputs = model.forward(params, xb, shared=True)
+        target = yb.expand(members, *yb.shape)
+        loss_sum += _per_sample_loss(outputs, target, regression).sum(dim=1, dtype=torch.float64)
+        if not regression:
+            correct += (outputs.argmax(dim=2) == yb).sum(dim=1, dtype=torch.float64)
+    accuracy = correct / len(y) if not regression else torch.full_like(correct, math.nan)
+    return (loss_sum / len(y)).float().cpu(), accuracy.float().cpu()
 
 
 def _optimizer(config: FitConfig, tensors: list[Tensor], lr: float) -> torch.optim.Optimizer:
@@ -268,8 +288,8 @@ def fit(
     start = time.perf_counter()
 
     def record(step: int) -> None:
-        vl, va = evaluate(model, weights, data.x_val, data.y_val)
-        tl, ta = evaluate(model, weights, data.x_test, data.y_test)
+        vl, va = evaluate(model, weights, data.x_val, data.y_val, data.regression)
+        tl, ta = evaluate(model, weights, data.x_test, data.y_test, data.regression)
         history.append((step, vl, va, tl, ta))
 
     for step in range(start_step, config.steps + 1):
@@ -286,14 +306,8 @@ def fit(
             group["lr"] = (lr or config.lr) if constant_lr else config.lr_at(step, lr)
         idx = orders[step].reshape(-1)
         xb = data.x_train.index_select(0, idx).view(members, -1, *data.x_train.shape[1:])
-        logits = model.forward(weights, xb)
-        per_member = (
-            F.cross_entropy(
-                logits.reshape(idx.numel(), -1), data.y_train.index_select(0, idx), reduction="none"
-            )
-            .view(members, -1)
-            .mean(dim=1)
-        )
+        yb = data.y_train.index_select(0, idx).view(members, -1, *data.y_train.shape[1:])
+        per_member = _per_sample_loss(model.forward(weights, xb), yb, data.regression).mean(1)
         opt.zero_grad(set_to_none=True)
         per_member.sum().backward()
         with torch.no_grad():

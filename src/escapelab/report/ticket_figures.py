@@ -22,20 +22,23 @@ ROLE_STYLE = {
 
 
 def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Test accuracy at the early-stopping step and the early-stopping step itself against the
-    fraction of weights remaining (log axis), one line per role with the seeds' spread."""
+    """Test accuracy (test loss for regression data) at the early-stopping step and the
+    early-stopping step itself against the fraction of weights remaining (log axis), one line
+    per role with the seeds' spread."""
     fig, (acc_ax, es_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # classification: accuracy in %; regression (no accuracy): the test loss, on a log axis
+    regression = all(r["test_acc_es"] != r["test_acc_es"] for r in rows)
+    key, scale = ("test_loss_es", 1.0) if regression else ("test_acc_es", 100.0)
     for role, (color, label) in ROLE_STYLE.items():
         mine = sorted((r for r in rows if r["role"] == role), key=lambda r: -r["density"])
         if not mine:
             continue
         x = [100 * r["density"] for r in mine]
-        acc = [100 * r["test_acc_es"] for r in mine]
-        acc_ax.plot(x, acc, "o-", color=color, label=label, ms=3)
+        acc_ax.plot(x, [scale * r[key] for r in mine], "o-", color=color, label=label, ms=3)
         acc_ax.fill_between(
             x,
-            [100 * r["test_acc_es_min"] for r in mine],
-            [100 * r["test_acc_es_max"] for r in mine],
+            [scale * r[f"{key}_min"] for r in mine],
+            [scale * r[f"{key}_max"] for r in mine],
             color=color,
             alpha=0.15,
             lw=0,
@@ -45,7 +48,7 @@ def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         es_ax.errorbar(x, es, yerr=sd, fmt="o-", color=color, label=label, ms=3, capsize=2)
     dense = [r for r in rows if r["role"] == "ticket" and r["level"] == 0]
     if dense:
-        acc_ax.axhline(100 * dense[0]["test_acc_es"], color="k", ls=":", lw=1, label="dense")
+        acc_ax.axhline(scale * dense[0][key], color="k", ls=":", lw=1, label="dense")
     for ax in (acc_ax, es_ax):
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(PERCENT_TICKS))
@@ -54,8 +57,11 @@ def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.grid(alpha=0.3, which="both")
-    acc_ax.set_ylabel("test accuracy at early stopping (%)")
-    acc_ax.set_title("accuracy (line: mean, band: min-max over seeds)", fontsize=9)
+    if regression:
+        acc_ax.set_yscale("log")
+    what = "test loss" if regression else "test accuracy"
+    acc_ax.set_ylabel(f"{what} at early stopping" + ("" if regression else " (%)"))
+    acc_ax.set_title(f"{what} (line: mean, band: min-max over seeds)", fontsize=9)
     es_ax.set_ylabel("early-stopping step (min validation loss)")
     es_ax.set_title("early-stopping step (mean ± sd over seeds)", fontsize=9)
     acc_ax.legend(fontsize=8, loc="lower left")
