@@ -126,6 +126,22 @@ def network_seeds(spec: LotterySpec, dataset: str, lo: int, hi: int) -> list[int
     return [derive_seed("lottery", spec.seed, dataset, i) for i in range(lo, hi)]
 
 
+def dataset_seed_tasks(
+    datasets: tuple[str, ...], seeds: int, per_task: int, prefix: str = "", **params: Any
+) -> list[Task]:
+    """One task per dataset and block of ``per_task`` seeds (0: all); params: ``dataset``, the
+    seed range [lo, hi) and ``params``; keys ``{prefix}data=NAME/seeds=LO-HI``."""
+    block = per_task or seeds
+    return [
+        Task(
+            f"{prefix}data={name}/seeds={lo:05d}-{min(lo + block, seeds) - 1:05d}",
+            {**params, "dataset": name, "lo": lo, "hi": min(lo + block, seeds)},
+        )
+        for name in datasets
+        for lo in range(0, seeds, block)
+    ]
+
+
 def spread(key: str, values: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one value), min and max of ``values`` as
     ``key``, ``key_std``, ``key_min``, ``key_max``; all nan when a value is nan (no accuracy on
@@ -148,15 +164,7 @@ class Lottery:
     description = "iterative magnitude pruning with rewinding: tickets vs re-init vs random masks"
 
     def tasks(self, spec: LotterySpec) -> list[Task]:
-        block = spec.seeds_per_task or spec.seeds
-        return [
-            Task(
-                f"data={name}/seeds={lo:05d}-{min(lo + block, spec.seeds) - 1:05d}",
-                {"dataset": name, "lo": lo, "hi": min(lo + block, spec.seeds)},
-            )
-            for name in spec.data.datasets
-            for lo in range(0, spec.seeds, block)
-        ]
+        return dataset_seed_tasks(spec.data.datasets, spec.seeds, spec.seeds_per_task)
 
     def run_task(self, spec: LotterySpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm

@@ -35,6 +35,7 @@ from escapelab.experiments.base import Task
 from escapelab.experiments.lottery import (
     ClassifierSpec,
     DataSpec,
+    dataset_seed_tasks,
     load_task_data,
     stacked_classifier,
 )
@@ -88,15 +89,9 @@ class WeightTicketSpec:
 
 def weight_ticket_tasks(spec: WeightTicketSpec) -> list[Task]:
     """One task per dataset and block of seeds."""
-    block = spec.seeds_per_task or spec.seeds
-    return [
-        Task(
-            f"weight/data={name}/seeds={lo:05d}-{min(lo + block, spec.seeds) - 1:05d}",
-            {"level": "weight", "dataset": name, "lo": lo, "hi": min(lo + block, spec.seeds)},
-        )
-        for name in spec.data.datasets
-        for lo in range(0, spec.seeds, block)
-    ]
+    return dataset_seed_tasks(
+        spec.data.datasets, spec.seeds, spec.seeds_per_task, prefix="weight/", level="weight"
+    )
 
 
 def top_k_overlap(weights: dict[str, Tensor], masks: MaskSet) -> Tensor:

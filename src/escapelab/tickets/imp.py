@@ -268,9 +268,7 @@ def run_imp(
         if level == 0:
             rewind = ticket.snapshots.get(config.rewind_step, groups[0].start)
         final = ticket.params
-        level_records = [
-            _record(level, g, results[g.role], i) for g in groups for i in range(len(g.seeds))
-        ]
+        level_records = [record for g in groups for record in _records(level, g, results[g.role])]
         records += level_records
         if checkpoints is not None:
             tensors = {f"final/{n}": t for n, t in final.items()}
@@ -348,20 +346,22 @@ def _train_groups(
     return results
 
 
-def _record(level: int, group: _Group, result: FitResult, i: int) -> dict[str, Any]:
-    member = MaskSet({n: m[i : i + 1] for n, m in group.masks.items()})
-    flips = sign_flips(
-        {n: t[i : i + 1] for n, t in group.start.items()},
-        {n: t[i : i + 1] for n, t in result.params.items()},
-        member,
-    )
-    return {
-        "level": level,
-        "role": group.role,
-        "seed": group.seeds[i],
-        "density": member.density(),
-        "layer_density": member.densities(),
-        "sign_flip": float(flips[0]),
-        "start_step": group.plan[0],
-        **result.member_metrics(i),
-    }
+def _records(level: int, group: _Group, result: FitResult) -> list[dict[str, Any]]:
+    """One record per network of ``group``."""
+    flips = sign_flips(group.start, result.params, group.masks)
+    records = []
+    for i, seed in enumerate(group.seeds):
+        member = MaskSet({n: m[i : i + 1] for n, m in group.masks.items()})
+        records.append(
+            {
+                "level": level,
+                "role": group.role,
+                "seed": seed,
+                "density": member.density(),
+                "layer_density": member.densities(),
+                "sign_flip": float(flips[i]),
+                "start_step": group.plan[0],
+                **result.member_metrics(i),
+            }
+        )
+    return records
