@@ -5,7 +5,7 @@ bias) on d = 16 Gaussian inputs, N = 4096 samples labelled by a width-4 tanh tea
 full-batch with Adam (lr 1e-2, default betas/eps) on L = 1/(2N) sum_n (f(x_n) - y_n)^2, in float32
 and in float64.
 
-* ``ensemble`` -- ``escapelab.optim.train.train`` on a ``DataObjective``: all members at once.
+* ``ensemble`` -- ``escapelab.optim.full_batch.train`` on a ``DataObjective``: all members at once.
 * ``loop``     -- for each student, a ``torch.nn.Sequential`` with the same initial weights (row i
   of ``theta0``) trained by ``torch.optim.Adam`` with ordinary autograd.
 
@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from benchlib import git_info, machine_busy_seconds, machine_info
 from escapelab.nets.mlp import Architecture
-from escapelab.optim.train import TrainConfig, TrainResult, train
+from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import DataObjective, Objective
 from escapelab.problems.teacher import gaussian_inputs, make_teacher
 
@@ -294,7 +294,7 @@ def train_student(model: nn.Sequential, x: Tensor, y: Tensor, steps: int, lr: fl
     """Adam on one student, with the trainer's accounting; return the final evaluated loss.
 
     Loss and gradient are evaluated at steps 0..steps and ``steps`` updates are applied, the
-    same work per student as ``escapelab.optim.train.train``.
+    same work per student as ``escapelab.optim.full_batch.train``.
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(steps + 1):

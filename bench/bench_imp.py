@@ -31,7 +31,7 @@ from benchlib import git_info, machine_busy_seconds, machine_info
 from escapelab.data.classification import load_dataset
 from escapelab.nets.classifiers import build_model
 from escapelab.nets.stacked import StackedModel
-from escapelab.optim.supervised import FitConfig
+from escapelab.optim.minibatch import FitConfig
 from escapelab.tickets.imp import IMPConfig, run_imp
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -10,7 +10,7 @@ from scipy.optimize import minimize_scalar
 
 from escapelab.landscape.classify import ClassifyConfig, classify, merging_pair
 from escapelab.nets.mlp import Architecture
-from escapelab.optim.train import TrainConfig, TrainResult, train
+from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import Objective
 from escapelab.problems.teacher import make_teacher, student_objective
 

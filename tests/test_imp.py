@@ -12,7 +12,7 @@ import escapelab.tickets.imp as imp_module
 from escapelab.data.classification import load_dataset
 from escapelab.nets.classifiers import build_model
 from escapelab.nets.stacked import StackedModel
-from escapelab.optim.supervised import FitConfig, fit
+from escapelab.optim.minibatch import FitConfig, fit
 from escapelab.tickets.imp import IMPConfig, prune_level, run_imp, sign_flips
 from escapelab.tickets.masks import MaskSet
 from escapelab.tickets.pruning import random_masks_like

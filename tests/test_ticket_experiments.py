@@ -213,7 +213,7 @@ def test_regression_loss_is_half_the_mean_squared_error():
     from escapelab.data.teacher_student import teacher_student_data
     from escapelab.nets.classifiers import build_model
     from escapelab.nets.stacked import StackedModel
-    from escapelab.optim.supervised import evaluate
+    from escapelab.optim.minibatch import evaluate
     from escapelab.problems.teacher import make_teacher
 
     data = teacher_student_data(make_teacher(d=2, width=2, seed=0), n_train=30, n_test=10)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from escapelab.nets.mlp import Architecture
+from escapelab.optim.full_batch import TrainConfig, train
 from escapelab.optim.refine import newton_direction
 from escapelab.optim.steppers import Adam, GradientDescent, make_stepper
-from escapelab.optim.train import TrainConfig, train
 from escapelab.problems.objective import DataObjective
 from escapelab.problems.teacher import make_teacher, student_objective
 

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 from escapelab.config import SpecError
 from escapelab.landscape.classify import ClassifyConfig, Endpoint, classify
 from escapelab.nets.mlp import Architecture
-from escapelab.optim.train import TrainConfig, TrainResult, train
+from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import DataObjective, Objective
 from escapelab.problems.population import PopulationObjective
 from escapelab.problems.teacher import Teacher, make_teacher, student_objective

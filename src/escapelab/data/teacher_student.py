@@ -11,8 +11,8 @@ import torch
 
 from escapelab.config import SpecError
 from escapelab.data.classification import ClassificationData
-from escapelab.nets.mlp import derive_seed
 from escapelab.problems.teacher import Teacher, gaussian_inputs
+from escapelab.seeding import derive_seed
 
 
 def teacher_student_data(

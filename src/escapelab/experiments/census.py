@@ -38,9 +38,9 @@ from escapelab.experiments.common import (
     train_and_classify,
 )
 from escapelab.landscape.symmetry import group_minima, probe_inputs
-from escapelab.nets.mlp import derive_seed
 from escapelab.nets.surgery import split_unit
 from escapelab.optim.refine import find_critical_points
+from escapelab.seeding import derive_seed
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from escapelab.config import SpecError, constraint
 from escapelab.experiments.base import Task
 from escapelab.landscape.classify import ClassifyConfig, Endpoint, classify
 from escapelab.nets.activations import ACTIVATIONS
-from escapelab.nets.mlp import Architecture, derive_seed
-from escapelab.optim.train import TrainConfig, TrainResult, train
+from escapelab.nets.mlp import Architecture
+from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import Objective
 from escapelab.problems.teacher import Teacher, make_teacher, student_objective
+from escapelab.seeding import derive_seed
 
 ActivationName = Literal["erf", "tanh", "softplus", "sigmoid", "relu", "linear"]
 assert set(ActivationName.__args__) == set(ACTIVATIONS)  # type: ignore[attr-defined]

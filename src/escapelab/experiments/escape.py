@@ -36,8 +36,8 @@ from escapelab.experiments.common import (
     train_and_classify,
 )
 from escapelab.landscape.splitting import classify_b, predicts_saddle, splitting_matrix
-from escapelab.nets.mlp import derive_seed
 from escapelab.nets.surgery import add_unit, split_unit
+from escapelab.seeding import derive_seed
 from escapelab.theory.multistart import wilson_interval
 
 ESCAPE_MARGIN = 1e-6  # an escape lowers the loss by more than this fraction of the bad minimum's

@@ -29,9 +29,9 @@ from escapelab.data.teacher_student import teacher_student_data
 from escapelab.experiments.base import Task
 from escapelab.experiments.common import TeacherSpec, build_teacher
 from escapelab.nets.classifiers import build_model
-from escapelab.nets.mlp import derive_seed
 from escapelab.nets.stacked import StackedModel
-from escapelab.optim.supervised import FitConfig
+from escapelab.optim.minibatch import FitConfig
+from escapelab.seeding import derive_seed
 from escapelab.tickets.imp import ROLES, IMPConfig, run_imp
 
 

@@ -42,8 +42,9 @@ from escapelab.experiments.common import (
     train_and_classify,
 )
 from escapelab.experiments.subnetworks import check_wider_than_teacher, train_subsets
-from escapelab.nets.mlp import Architecture, derive_seed
+from escapelab.nets.mlp import Architecture
 from escapelab.nets.surgery import select_units
+from escapelab.seeding import derive_seed
 from escapelab.theory.multistart import wilson_interval
 from escapelab.tickets.perturb import Perturbation, perturb_outside
 

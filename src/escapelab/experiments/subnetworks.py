@@ -37,8 +37,9 @@ from escapelab.experiments.common import (
     train_and_classify,
 )
 from escapelab.landscape.classify import Endpoint
-from escapelab.nets.mlp import Architecture, derive_seed
+from escapelab.nets.mlp import Architecture
 from escapelab.nets.surgery import select_units
+from escapelab.seeding import derive_seed
 from escapelab.theory.multistart import wilson_interval
 
 CELLS = (

@@ -39,8 +39,8 @@ from escapelab.experiments.lottery import (
     load_task_data,
     stacked_classifier,
 )
-from escapelab.nets.mlp import derive_seed
-from escapelab.optim.supervised import FitConfig, evaluate, fit
+from escapelab.optim.minibatch import FitConfig, evaluate, fit
+from escapelab.seeding import derive_seed
 from escapelab.theory.multistart import wilson_interval
 from escapelab.tickets.imp import IMPConfig, run_imp
 from escapelab.tickets.masks import MaskSet

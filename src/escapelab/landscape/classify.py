@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from escapelab.nets.mlp import Architecture
-from escapelab.optim.train import TrainResult
+from escapelab.optim.full_batch import TrainResult
 from escapelab.problems.objective import Objective
 
 CLASSES = ("global_min", "local_min", "saddle", "flat_channel", "not_converged", "diverged")

@@ -8,7 +8,6 @@ function here also accepts a single flat vector of shape (P,).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -17,15 +16,10 @@ import torch
 from torch import Tensor
 
 from escapelab.nets.activations import Activation, get_activation
+from escapelab.seeding import derive_seed
 
 InitScheme = Literal["glorot", "he", "normal"]
 INIT_SCHEMES: tuple[str, ...] = ("glorot", "he", "normal")
-
-
-def derive_seed(*keys: object) -> int:
-    """A 63-bit seed that depends only on ``keys``: stable across runs, platforms and chunkings."""
-    digest = hashlib.sha256(":".join(map(str, keys)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from escapelab.nets.mlp import Architecture, derive_seed
+from escapelab.nets.mlp import Architecture
 from escapelab.problems.objective import DataObjective, Objective
 from escapelab.problems.population import PopulationObjective
+from escapelab.seeding import derive_seed
 
 Incoming = Literal["gaussian", "orthonormal"]
 Outgoing = Literal["ones", "signs", "gaussian"]

@@ -39,9 +39,9 @@ from torch import Tensor
 
 from escapelab.config import SpecError, constraint
 from escapelab.data.classification import ClassificationData
-from escapelab.nets.mlp import derive_seed
 from escapelab.nets.stacked import StackedModel
-from escapelab.optim.supervised import FitConfig, FitResult, fit
+from escapelab.optim.minibatch import FitConfig, FitResult, fit
+from escapelab.seeding import derive_seed
 from escapelab.tickets.masks import MaskSet, read_tensors, write_tensors
 from escapelab.tickets.pruning import (
     global_magnitude_prune,
