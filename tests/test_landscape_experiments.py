@@ -8,30 +8,36 @@ import pytest
 import torch
 
 import escapelab
-from escapelab.experiments.common import (
+from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherSpec,
     TrainSpec,
-    problem,
+    build_teacher,
     student_arch,
-    student_init,
     train_and_classify,
+    unit_subsets,
 )
-from escapelab.experiments.subnetworks import unit_subsets
 from escapelab.landscape.splitting import classify_b, predicts_saddle, splitting_matrix
 from escapelab.nets.surgery import add_unit, select_units, split_unit
 from escapelab.optim.refine import find_critical_points
 from escapelab.problems.teacher import student_objective
+from escapelab.seeding import derive_seed
 
 TEACHER, TRAIN = TeacherSpec(), TrainSpec(steps=2500, refine_steps=80)
+CPU = torch.device("cpu")
+
+
+def problem(arch: escapelab.Architecture) -> escapelab.Objective:
+    """The default teacher's exact population loss for students ``arch``."""
+    return student_objective(build_teacher(TEACHER), arch, None, 0, TRAIN.dtype, CPU)
 
 
 @pytest.fixture(scope="module")
 def bad_minimum() -> tuple:
     """A bad local minimum of the default teacher at width r* = 4 (population loss)."""
     arch = student_arch(TEACHER, 4, False)
-    objective = problem(TEACHER, arch, None, 0, TRAIN, torch.device("cpu"))
-    theta0 = student_init(arch, StudentSpec(), 0, 6, TRAIN, torch.device("cpu"))
+    objective = problem(arch)
+    theta0 = arch.init(6, derive_seed("student", StudentSpec().seed, 4), dtype=TRAIN.dtype)
     result, endpoints = train_and_classify(objective, theta0, TRAIN)
     i = next(k for k, ep in enumerate(endpoints) if ep.kind == "local_min")
     return arch, objective, result.theta[i], endpoints[i]
@@ -43,7 +49,7 @@ def test_splitting_keeps_loss_and_zero_gradient(bad_minimum) -> None:
     for gamma in (-0.5, 0.0, 0.3, 1.0, 1.7):
         for unit in range(4):
             wide, point = split_unit(arch, theta, unit, gamma)
-            wide_obj = problem(TEACHER, wide, None, 0, TRAIN, torch.device("cpu"))
+            wide_obj = problem(wide)
             loss, grad = wide_obj.loss_and_grad(point[None])
             assert abs(float(loss[0]) - endpoint.loss) < 1e-12
             # the split gradient is the source gradient re-weighted by gamma and 1 - gamma
@@ -58,7 +64,7 @@ def test_b_matrix_predicts_the_sign_along_gamma(bad_minimum) -> None:
         b_class = classify_b(torch.linalg.eigvalsh(splitting_matrix(objective, theta, unit)))
         for gamma in (-0.5, 0.25, 0.75, 1.5):
             wide, point = split_unit(arch, theta, unit, gamma)
-            wide_obj = problem(TEACHER, wide, None, 0, TRAIN, torch.device("cpu"))
+            wide_obj = problem(wide)
             eigs = torch.linalg.eigvalsh(wide_obj.hessian(point[None]))[0]
             saddle = bool(eigs[0] < -1e-6 * eigs[-1])
             predicted = predicts_saddle(b_class, gamma)
@@ -70,8 +76,6 @@ def test_b_matrix_predicts_the_sign_along_gamma(bad_minimum) -> None:
 
 def test_b_matrix_population_matches_a_large_sample(bad_minimum) -> None:
     arch, objective, theta, _ = bad_minimum
-    from escapelab.experiments.common import build_teacher
-
     sample = student_objective(build_teacher(TEACHER), arch, 400_000, seed=11)
     exact = splitting_matrix(objective, theta, 0)
     estimate = splitting_matrix(sample, theta, 0)

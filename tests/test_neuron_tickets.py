@@ -8,16 +8,7 @@ import pytest
 import torch
 
 from escapelab.config import SpecError
-from escapelab.experiments.common import (
-    StudentSpec,
-    TeacherSpec,
-    TrainSpec,
-    problem,
-    student_arch,
-    student_init,
-    train_and_classify,
-)
-from escapelab.experiments.neuron_tickets import (
+from escapelab.experiments.kits.neuron_tickets import (
     NO_TICKET,
     NeuronTicketSpec,
     neuron_ticket_records,
@@ -25,6 +16,14 @@ from escapelab.experiments.neuron_tickets import (
     ticket_overlap,
     unit_contributions,
     unit_keep_mask,
+)
+from escapelab.experiments.kits.teacher_student import (
+    StudentSpec,
+    TeacherSpec,
+    TrainSpec,
+    objective_for,
+    student_start,
+    train_and_classify,
 )
 from escapelab.nets.mlp import Architecture
 from escapelab.nets.surgery import select_units
@@ -85,8 +84,7 @@ def test_unit_keep_mask_with_biases() -> None:
 
 
 def test_scale_one_and_noise_zero_leave_theta0_unchanged() -> None:
-    arch = student_arch(SEEDED.teacher, 5, False)
-    theta0 = student_init(arch, SEEDED.student, 0, 4, SEEDED.train, CPU)
+    arch, theta0 = student_start(SEEDED, 5, 0, 4, CPU)
     fresh = arch.init(4, 123, dtype=theta0.dtype)
     keep = unit_keep_mask(arch, [0, 1, 3])
     for p in (Perturbation("none", 0.0), Perturbation("scale", 1.0), Perturbation("noise", 0.0)):
@@ -157,9 +155,8 @@ def test_record_layout(seeded_records) -> None:
 
 
 def test_unperturbed_runs_reproduce_plain_training(seeded_records) -> None:
-    arch = student_arch(SEEDED.teacher, 5, False)
-    theta0 = student_init(arch, SEEDED.student, 0, 12, SEEDED.train, CPU)
-    objective = problem(SEEDED.teacher, arch, None, 0, SEEDED.train, CPU)
+    arch, theta0 = student_start(SEEDED, 5, 0, 12, CPU)
+    objective = objective_for(SEEDED, arch, CPU)
     _, plain = train_and_classify(objective, theta0, SEEDED.train)
     # scale 1 and noise 0 start from theta0 too; the ensemble's size changes only round-off
     for label in ("none", "scale 1", "noise 0"):

@@ -11,14 +11,14 @@ from click.testing import CliRunner
 from escapelab.cli import main
 from escapelab.config import SpecError, build
 from escapelab.experiments.base import Task
-from escapelab.experiments.lottery import LotterySpec
-from escapelab.experiments.ticket_perturbation import TicketPerturbationSpec
-from escapelab.experiments.weight_tickets import (
+from escapelab.experiments.kits.weight_tickets import (
     WeightTicketSpec,
     top_k_overlap,
     weight_ticket_records,
     weight_ticket_summary,
 )
+from escapelab.experiments.lottery import LotterySpec
+from escapelab.experiments.ticket_perturbation import TicketPerturbationSpec
 from escapelab.runner.sweep import run, write_outputs
 from escapelab.tickets.masks import MaskSet
 from escapelab.tickets.perturb import Perturbation

@@ -1,7 +1,9 @@
-"""What every experiment provides to the runner: a spec type, tasks, and a pure task function."""
+"""What every experiment provides to the runner (a spec type, tasks, a pure task function) and
+the one task builder they share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,3 +49,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but CUDA is not available; use auto or cpu")
     return dev
+
+
+def seed_tasks(
+    groups: Iterable[tuple[str, dict[str, Any]]], seeds: int, per_task: int
+) -> list[Task]:
+    """One task per group and block of ``per_task`` seeds (0: all seeds in one block).
+
+    ``groups`` are (label, params) pairs, e.g. ``("m=0004", {"m": 4})`` for one student width or
+    ``("data=digits", {"dataset": "digits"})``; every task's params are the group's plus the seed
+    range [``lo``, ``hi``), and its key is ``{label}/seeds={lo:05d}-{hi - 1:05d}``, the form the
+    runner reads back to know which seeds of a group are stored.
+    """
+    block = per_task or seeds
+    return [
+        Task(
+            f"{label}/seeds={lo:05d}-{min(lo + block, seeds) - 1:05d}",
+            {**params, "lo": lo, "hi": min(lo + block, seeds)},
+        )
+        for label, params in groups
+        for lo in range(0, seeds, block)
+    ]

@@ -28,14 +28,13 @@ import torch
 
 from escapelab.config import constraint
 from escapelab.experiments.base import Task
-from escapelab.experiments.common import (
+from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherStudentSpec,
-    problem,
-    seed_block_tasks,
+    objective_for,
     student_arch,
-    student_init,
-    train_and_classify,
+    train_students,
+    width_tasks,
 )
 from escapelab.landscape.symmetry import group_minima, probe_inputs
 from escapelab.nets.surgery import split_unit
@@ -90,16 +89,13 @@ class Census:
     description = "distinct bad minima, their basins, and the Hessian index of critical points"
 
     def tasks(self, spec: CensusSpec) -> list[Task]:
-        return seed_block_tasks(spec)
+        return width_tasks(spec)
 
     def run_task(self, spec: CensusSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
         tr = spec.train
-        arch = student_arch(spec.teacher, m, spec.student.bias)
-        objective = problem(spec.teacher, arch, spec.n_samples, spec.data_seed, tr, device)
-        result, endpoints = train_and_classify(
-            objective, student_init(arch, spec.student, lo, hi, tr, device), tr
-        )
+        run = train_students(spec, m, lo, hi, device)
+        arch, objective, result, endpoints = run.arch, run.objective, run.result, run.endpoints
         objective = objective.to(result.theta.dtype)
         records: list[dict[str, Any]] = [
             {
@@ -130,9 +126,7 @@ class Census:
         if bad:
             split = [(i, split_unit(arch, result.theta[i], j, 0.5)) for i in bad for j in range(m)]
             wide = split[0][1][0]
-            wide_obj = problem(spec.teacher, wide, spec.n_samples, spec.data_seed, tr, device).to(
-                result.theta.dtype
-            )
+            wide_obj = objective_for(spec, wide, device).to(result.theta.dtype)
             points = torch.stack([p for _, (_, p) in split])
             loss, grad = wide_obj.loss_and_grad(points)
             eigs = torch.linalg.eigvalsh(wide_obj.hessian(points))

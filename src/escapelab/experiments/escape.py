@@ -26,14 +26,13 @@ import torch
 
 from escapelab.config import constraint
 from escapelab.experiments.base import Task
-from escapelab.experiments.common import (
+from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherStudentSpec,
-    problem,
-    seed_block_tasks,
-    student_arch,
-    student_init,
+    objective_for,
     train_and_classify,
+    train_students,
+    width_tasks,
 )
 from escapelab.landscape.splitting import classify_b, predicts_saddle, splitting_matrix
 from escapelab.nets.surgery import add_unit, split_unit
@@ -68,15 +67,12 @@ class Escape:
     description = "bad minima embedded one unit wider: saddles (escape dimensions) and escapes"
 
     def tasks(self, spec: EscapeSpec) -> list[Task]:
-        return seed_block_tasks(spec, label="r")
+        return width_tasks(spec, label="r")
 
     def run_task(self, spec: EscapeSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         r, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
-        arch = student_arch(spec.teacher, r, spec.student.bias)
-        objective = problem(spec.teacher, arch, spec.n_samples, spec.data_seed, spec.train, device)
-        result, endpoints = train_and_classify(
-            objective, student_init(arch, spec.student, lo, hi, spec.train, device), spec.train
-        )
+        run = train_students(spec, r, lo, hi, device)
+        arch, objective, result, endpoints = run.arch, run.objective, run.result, run.endpoints
         records: list[dict[str, Any]] = [
             {"role": "source", "width": r, "member": lo + i, **ep.to_dict()}
             for i, ep in enumerate(endpoints)
@@ -127,9 +123,7 @@ class Escape:
                 meta.append({"member": lo + i, "source_loss": endpoints[i].loss, **info})
         if not starts or wide is None:
             return records
-        wide_obj = problem(
-            spec.teacher, wide, spec.n_samples, spec.data_seed, spec.train, device
-        ).to(result.theta.dtype)
+        wide_obj = objective_for(spec, wide, device).to(result.theta.dtype)
         points = torch.stack(starts)
         loss0, grad0 = wide_obj.loss_and_grad(points)
         eigs, vecs = torch.linalg.eigh(wide_obj.hessian(points))

@@ -19,51 +19,21 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from escapelab.config import SpecError, constraint
-from escapelab.data.classification import ClassificationData, load_dataset
-from escapelab.data.teacher_student import teacher_student_data
-from escapelab.experiments.base import Task
-from escapelab.experiments.common import TeacherSpec, build_teacher
-from escapelab.nets.classifiers import build_model
-from escapelab.nets.stacked import StackedModel
+from escapelab.experiments.base import Task, seed_tasks
+from escapelab.experiments.kits.classifier import (
+    ClassifierSpec,
+    DataSpec,
+    load_task_data,
+    stacked_classifier,
+)
 from escapelab.optim.minibatch import FitConfig
 from escapelab.seeding import derive_seed
-from escapelab.tickets.imp import ROLES, IMPConfig, run_imp
-
-
-@dataclass(frozen=True)
-class ClassifierSpec:
-    """The network: an MLP with ``hidden`` widths, or the MNIST-1D paper's 1-D CNN."""
-
-    model: Literal["mlp", "cnn1d"] = "mlp"
-    hidden: tuple[int, ...] = field(default=(100, 100), metadata=constraint(ge=1))
-    channels: int = field(default=25, metadata=constraint(ge=1, help="cnn1d only"))
-    activation: Literal["relu", "erf", "tanh", "softplus", "sigmoid", "linear"] = "relu"
-
-    @property
-    def label(self) -> str:
-        """E.g. ``mlp 100-100`` or ``cnn1d 25 channels``."""
-        if self.model == "cnn1d":
-            return f"cnn1d {self.channels} channels"
-        return f"mlp {'-'.join(map(str, self.hidden))} {self.activation}"
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Which datasets, the data variant (seed) and the validation share of the training set.
-    ``teacher`` is the teacher-student regression problem of ``teacher`` with ``n_train`` and
-    ``n_test`` Gaussian samples (half the mean squared error; no accuracy)."""
-
-    datasets: tuple[Literal["mnist1d", "digits", "teacher"], ...] = ("mnist1d", "digits")
-    seed: int = 0
-    val_fraction: float = field(default=0.1, metadata=constraint(gt=0, lt=1))
-    teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(d=8, width=4))
-    n_train: int = field(default=4000, metadata=constraint(ge=2, help="teacher only"))
-    n_test: int = field(default=1000, metadata=constraint(ge=1, help="teacher only"))
+from escapelab.tickets.imp import ROLES, IMPConfig, check_rewind_step, run_imp
 
 
 @dataclass(frozen=True)
@@ -83,63 +53,12 @@ class LotterySpec:
             raise SpecError("data.datasets", "name at least one of: mnist1d, digits")
         if len(set(self.data.datasets)) != len(self.data.datasets):
             raise SpecError("data.datasets", f"datasets must be distinct: {self.data.datasets}")
-        if self.imp.rewind == "step" and self.imp.rewind_step >= self.fit.steps:
-            raise SpecError(
-                "imp.rewind_step",
-                f"must be below fit.steps = {self.fit.steps}, got {self.imp.rewind_step}",
-            )
-
-
-def load_task_data(spec: DataSpec, name: str, device: torch.device) -> ClassificationData:
-    """The dataset ``name`` as the spec asks for it, on ``device``."""
-    if name == "teacher":
-        teacher = build_teacher(spec.teacher)
-        data = teacher_student_data(
-            teacher, spec.n_train, spec.n_test, spec.seed, spec.val_fraction
-        )
-        return data.to(device)
-    return load_dataset(name, seed=spec.seed, val_fraction=spec.val_fraction).to(device)
-
-
-def stacked_classifier(
-    net: ClassifierSpec, data: ClassificationData, device: torch.device
-) -> StackedModel:
-    """A stacked ensemble of the spec's network for ``data``'s inputs and classes."""
-
-    outputs = data.y_train.shape[1] if data.regression else data.n_classes
-
-    def factory() -> torch.nn.Module:
-        return build_model(
-            net.model,
-            data.input_shape,
-            outputs,
-            hidden=net.hidden,
-            channels=net.channels,
-            activation=net.activation,
-        )
-
-    return StackedModel(factory, device=device)
+        check_rewind_step(self.imp, self.fit)
 
 
 def network_seeds(spec: LotterySpec, dataset: str, lo: int, hi: int) -> list[int]:
     """Initialization seeds of networks lo..hi-1 on ``dataset``."""
     return [derive_seed("lottery", spec.seed, dataset, i) for i in range(lo, hi)]
-
-
-def dataset_seed_tasks(
-    datasets: tuple[str, ...], seeds: int, per_task: int, prefix: str = "", **params: Any
-) -> list[Task]:
-    """One task per dataset and block of ``per_task`` seeds (0: all); params: ``dataset``, the
-    seed range [lo, hi) and ``params``; keys ``{prefix}data=NAME/seeds=LO-HI``."""
-    block = per_task or seeds
-    return [
-        Task(
-            f"{prefix}data={name}/seeds={lo:05d}-{min(lo + block, seeds) - 1:05d}",
-            {**params, "dataset": name, "lo": lo, "hi": min(lo + block, seeds)},
-        )
-        for name in datasets
-        for lo in range(0, seeds, block)
-    ]
 
 
 def spread(key: str, values: list[float]) -> dict[str, float]:
@@ -164,7 +83,8 @@ class Lottery:
     description = "iterative magnitude pruning with rewinding: tickets vs re-init vs random masks"
 
     def tasks(self, spec: LotterySpec) -> list[Task]:
-        return dataset_seed_tasks(spec.data.datasets, spec.seeds, spec.seeds_per_task)
+        groups = [(f"data={name}", {"dataset": name}) for name in spec.data.datasets]
+        return seed_tasks(groups, spec.seeds, spec.seeds_per_task)
 
     def run_task(self, spec: LotterySpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm

@@ -16,30 +16,23 @@ same subsets for every member of that width) and the output says so.
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from escapelab.config import SpecError, constraint
+from escapelab.config import constraint
 from escapelab.experiments.base import Task
-from escapelab.experiments.common import (
+from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherSpec,
     TeacherStudentSpec,
-    problem,
-    seed_block_tasks,
-    student_arch,
-    student_init,
-    train_and_classify,
+    check_wider_than_teacher,
+    train_students,
+    train_subsets,
+    width_tasks,
 )
-from escapelab.landscape.classify import Endpoint
-from escapelab.nets.mlp import Architecture
-from escapelab.nets.surgery import select_units
-from escapelab.seeding import derive_seed
 from escapelab.theory.multistart import wilson_interval
 
 CELLS = (
@@ -65,79 +58,6 @@ class SubnetworkSpec(TeacherStudentSpec):
         check_wider_than_teacher(self)
 
 
-def check_wider_than_teacher(spec: TeacherStudentSpec) -> None:
-    """SpecError on ``student.widths`` unless every width exceeds the teacher's: the
-    sub-networks have the teacher's width, so a student must have more units to choose from."""
-    narrow = [m for m in spec.student.widths if m <= spec.teacher.width]
-    if narrow:
-        raise SpecError(
-            "student.widths",
-            f"every width must exceed teacher.width = {spec.teacher.width} (got {narrow[0]}): "
-            "the sub-networks have the teacher's width",
-        )
-
-
-def unit_subsets(m: int, r: int, max_subsets: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
-    """All r-subsets of m units in lexicographic order, or a seeded sample of ``max_subsets``
-    distinct ones (sorted) when there are more; the flag says whether it is a sample."""
-    total = math.comb(m, r)
-    if total <= max_subsets:
-        return list(itertools.combinations(range(m), r)), False
-    gen = torch.Generator().manual_seed(derive_seed("subsets", seed, m, r))
-    chosen: set[tuple[int, ...]] = set()
-    while len(chosen) < max_subsets:
-        perm = torch.randperm(m, generator=gen)[:r]
-        chosen.add(tuple(sorted(perm.tolist())))
-    return sorted(chosen), True
-
-
-@dataclass(frozen=True)
-class SubsetRuns:
-    """Every width-r* subset of a block of members, trained alone.
-
-    ``endpoints`` is member-major: member e's subsets are rows e*K .. e*K+K-1, K = len(subsets).
-    """
-
-    subsets: list[tuple[int, ...]]
-    sampled: bool
-    endpoints: list[Endpoint]
-
-    def member(self, e: int) -> list[Endpoint]:
-        """The endpoints of member e's subsets, in the order of ``subsets``."""
-        k = len(self.subsets)
-        return self.endpoints[e * k : (e + 1) * k]
-
-    def winning(self, e: int) -> list[int]:
-        """Indices (into ``subsets``) of member e's subsets that reach the global minimum."""
-        return [s for s, ep in enumerate(self.member(e)) if ep.kind == "global_min"]
-
-
-def train_subsets(
-    spec: TeacherStudentSpec,
-    arch: Architecture,
-    theta0: torch.Tensor,
-    max_subsets: int,
-    subset_seed: int,
-    device: torch.device,
-) -> SubsetRuns:
-    """Train all (or sampled, see :func:`unit_subsets`) width-r* subsets of every member of
-    ``theta0`` (E, P) alone, as one ensemble, with the spec's training and classification."""
-    m, r = arch.widths[0], spec.teacher.width
-    subsets, sampled = unit_subsets(m, r, max_subsets, subset_seed)
-    sub_thetas = []
-    for units in subsets:
-        sub_arch, sub_theta = select_units(arch, theta0, units)
-        sub_thetas.append(sub_theta)
-    # (K, E, P_sub) -> member-major (E * K, P_sub): member e's subsets are rows e*K .. e*K+K-1
-    subs0 = torch.stack(sub_thetas, 1).reshape(-1, sub_arch.n_params)
-    _, endpoints = train_and_classify(
-        problem(spec.teacher, sub_arch, spec.n_samples, spec.data_seed, spec.train, device),
-        subs0,
-        spec.train,
-    )
-    return SubsetRuns(subsets, sampled, endpoints)
-
-
 class Subnetworks:
     """The ``subnetworks`` experiment (E2: sub-network contingency table)."""
 
@@ -146,20 +66,15 @@ class Subnetworks:
     description = "does a winning width-r* sub-network at init explain the full network's success?"
 
     def tasks(self, spec: SubnetworkSpec) -> list[Task]:
-        return seed_block_tasks(spec)
+        return width_tasks(spec)
 
     def run_task(
         self, spec: SubnetworkSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
-        arch = student_arch(spec.teacher, m, spec.student.bias)
-        theta0 = student_init(arch, spec.student, lo, hi, spec.train, device)
-        full, full_ep = train_and_classify(
-            problem(spec.teacher, arch, spec.n_samples, spec.data_seed, spec.train, device),
-            theta0,
-            spec.train,
-        )
-        subs = train_subsets(spec, arch, theta0, spec.max_subsets, spec.subset_seed, device)
+        run = train_students(spec, m, lo, hi, device)
+        full, full_ep = run.result, run.endpoints
+        subs = train_subsets(spec, run.arch, run.theta0, spec.max_subsets, spec.subset_seed, device)
         subsets, sampled, k = subs.subsets, subs.sampled, len(subs.subsets)
         records = []
         for i, ep in enumerate(full_ep):

@@ -7,8 +7,8 @@ winning tickets fail. Two kinds of tickets are tested with the same perturbation
 (:mod:`escapelab.tickets.perturb`: re-draw, scale by alpha, add noise of size sigma):
 
 * ``neuron``: width-r* subsets of a teacher-student student's hidden units that reach the global
-  minimum alone (:mod:`escapelab.experiments.neuron_tickets`); success = global minimum;
-* ``weight``: IMP tickets on real data (:mod:`escapelab.experiments.weight_tickets`); success =
+  minimum alone (:mod:`escapelab.experiments.kits.neuron_tickets`); success = global minimum;
+* ``weight``: IMP tickets on real data (:mod:`escapelab.experiments.kits.weight_tickets`); success =
   test accuracy within a margin of the unperturbed run.
 
 The result is the failure rate of winning tickets against the perturbation's size, with Wilson
@@ -25,13 +25,13 @@ import torch
 
 from escapelab.config import SpecError
 from escapelab.experiments.base import Task
-from escapelab.experiments.common import seed_block_tasks
-from escapelab.experiments.neuron_tickets import (
+from escapelab.experiments.kits.neuron_tickets import (
     NeuronTicketSpec,
     neuron_ticket_records,
     neuron_ticket_summary,
 )
-from escapelab.experiments.weight_tickets import (
+from escapelab.experiments.kits.teacher_student import width_tasks
+from escapelab.experiments.kits.weight_tickets import (
     WeightTicketSpec,
     weight_ticket_records,
     weight_ticket_summary,
@@ -66,10 +66,7 @@ class TicketPerturbation:
     def tasks(self, spec: TicketPerturbationSpec) -> list[Task]:
         tasks = []
         if "neuron" in spec.kinds:
-            tasks += [
-                Task(t.key, {"level": "neuron", **t.params})
-                for t in seed_block_tasks(spec.neuron, label="neuron/m")
-            ]
+            tasks += width_tasks(spec.neuron, label="neuron/m", level="neuron")
         if "weight" in spec.kinds:
             tasks += weight_ticket_tasks(spec.weight)
         return tasks

@@ -17,13 +17,10 @@ from typing import Any
 import torch
 
 from escapelab.experiments.base import Task
-from escapelab.experiments.common import (
+from escapelab.experiments.kits.teacher_student import (
     TeacherStudentSpec,
-    problem,
-    seed_block_tasks,
-    student_arch,
-    student_init,
-    train_and_classify,
+    train_students,
+    width_tasks,
 )
 from escapelab.landscape.classify import CLASSES
 from escapelab.theory.multistart import multistart_prediction, wilson_interval
@@ -42,16 +39,14 @@ class WidthSweep:
     description = "success probability vs student width, with the multi-start predictions"
 
     def tasks(self, spec: WidthSweepSpec) -> list[Task]:
-        return seed_block_tasks(spec)
+        return width_tasks(spec)
 
     def run_task(
         self, spec: WidthSweepSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
-        arch = student_arch(spec.teacher, m, spec.student.bias)
-        objective = problem(spec.teacher, arch, spec.n_samples, spec.data_seed, spec.train, device)
-        theta0 = student_init(arch, spec.student, lo, hi, spec.train, device)
-        result, endpoints = train_and_classify(objective, theta0, spec.train)
+        run = train_students(spec, m, lo, hi, device)
+        result, endpoints = run.result, run.endpoints
         share = result.wall_time / max(1, hi - lo)
         return [
             {

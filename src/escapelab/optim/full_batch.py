@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from escapelab.config import constraint
 from escapelab.optim.refine import NewtonRefiner
 from escapelab.optim.steppers import make_stepper
 from escapelab.problems.objective import Objective
@@ -34,18 +35,24 @@ STATUSES = ("global", "converged", "diverged", "budget")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: first-order phase, refinement, and the per-member stopping rules."""
+    """How to train: first-order phase, refinement, and the per-member stopping rules.
+
+    The field metadata (bounds, help) is what :func:`escapelab.config.build` checks when a spec
+    embeds this config, so experiments validate these fields without copying them.
+    """
 
     optimizer: Literal["adam", "gd"] = "adam"
-    lr: float = 0.01
-    steps: int = 5000
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    refine_steps: int = 50
-    tol_grad: float = 1e-10
-    tol_global: float = 1e-10
-    max_norm: float = 1e3
-    record_every: int = 100
+    lr: float = field(default=0.01, metadata=constraint(gt=0))
+    steps: int = field(default=5000, metadata=constraint(ge=0, help="first-order steps"))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=constraint(ge=0, lt=1))
+    eps: float = field(default=1e-8, metadata=constraint(gt=0))
+    refine_steps: int = field(
+        default=50, metadata=constraint(ge=0, help="damped Newton iterations on the exact Hessian")
+    )
+    tol_grad: float = field(default=1e-10, metadata=constraint(gt=0))
+    tol_global: float = field(default=1e-10, metadata=constraint(gt=0))
+    max_norm: float = field(default=1e3, metadata=constraint(gt=0))
+    record_every: int = field(default=100, metadata=constraint(ge=1))
 
 
 @dataclass

@@ -85,6 +85,17 @@ class IMPConfig:
         return (1 - self.rate) ** level
 
 
+def check_rewind_step(config: IMPConfig, fit_config: FitConfig, prefix: str = "") -> None:
+    """SpecError (a ValueError) on ``{prefix}imp.rewind_step`` unless rewinding to step k
+    leaves training to do: k < fit.steps. The one place this rule lives; specs that embed both
+    configs call it from their ``__post_init__``."""
+    if config.rewind == "step" and config.rewind_step >= fit_config.steps:
+        raise SpecError(
+            f"{prefix}imp.rewind_step",
+            f"must be below fit.steps = {fit_config.steps}, got {config.rewind_step}",
+        )
+
+
 def prunable_names(model: StackedModel, include_bias: bool = False) -> list[str]:
     """The parameters IMP prunes: weights (per-member ndim >= 2), and biases if asked."""
     return [
@@ -226,11 +237,7 @@ def run_imp(
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
-    if config.rewind == "step" and not 0 <= config.rewind_step < fit_config.steps:
-        raise ValueError(
-            f"imp.rewind_step must lie in [0, fit.steps) = [0, {fit_config.steps}), "
-            f"got {config.rewind_step}"
-        )
+    check_rewind_step(config, fit_config)
     names = prunable_names(model, config.include_bias)
     checkpoints = None
     if checkpoint_dir is not None:

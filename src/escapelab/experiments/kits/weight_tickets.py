@@ -31,18 +31,17 @@ import torch
 from torch import Tensor
 
 from escapelab.config import SpecError, constraint
-from escapelab.experiments.base import Task
-from escapelab.experiments.lottery import (
+from escapelab.experiments.base import Task, seed_tasks
+from escapelab.experiments.kits.classifier import (
     ClassifierSpec,
     DataSpec,
-    dataset_seed_tasks,
     load_task_data,
     stacked_classifier,
 )
 from escapelab.optim.minibatch import FitConfig, evaluate, fit
 from escapelab.seeding import derive_seed
 from escapelab.theory.multistart import wilson_interval
-from escapelab.tickets.imp import IMPConfig, run_imp
+from escapelab.tickets.imp import IMPConfig, check_rewind_step, run_imp
 from escapelab.tickets.masks import MaskSet
 from escapelab.tickets.perturb import Perturbation, perturb_outside
 
@@ -83,15 +82,15 @@ class WeightTicketSpec:
             )
         if self.imp.levels < 1:
             raise SpecError("weight.imp.levels", "must be >= 1: the ticket is a pruned network")
-        if self.imp.rewind == "step" and self.imp.rewind_step >= self.fit.steps:
-            raise SpecError("weight.imp.rewind_step", f"must be below fit.steps = {self.fit.steps}")
+        check_rewind_step(self.imp, self.fit, prefix="weight.")
 
 
 def weight_ticket_tasks(spec: WeightTicketSpec) -> list[Task]:
     """One task per dataset and block of seeds."""
-    return dataset_seed_tasks(
-        spec.data.datasets, spec.seeds, spec.seeds_per_task, prefix="weight/", level="weight"
-    )
+    groups = [
+        (f"weight/data={name}", {"level": "weight", "dataset": name}) for name in spec.data.datasets
+    ]
+    return seed_tasks(groups, spec.seeds, spec.seeds_per_task)
 
 
 def top_k_overlap(weights: dict[str, Tensor], masks: MaskSet) -> Tensor:

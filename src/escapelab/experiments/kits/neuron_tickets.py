@@ -1,7 +1,8 @@
 """E3, neuron level: do winning neuron-level tickets keep winning when the rest is perturbed?
 
 For every width-m student (m > r*) the width-r* subsets of its hidden units are trained alone as
-in E2 (:mod:`escapelab.experiments.subnetworks`). A member with at least one winning subset gets
+in E2 (:func:`~escapelab.experiments.kits.teacher_student.train_subsets`). A member with at
+least one winning subset gets
 a ticket: the first winning subset in lexicographic order. Its keep mask covers all incoming
 weights (and biases) and outgoing weights of the ticket's units; everything else is perturbed at
 initialization (:func:`escapelab.tickets.perturb.perturb_outside`: re-drawn, scaled by alpha or
@@ -31,17 +32,17 @@ import torch
 from torch import Tensor
 
 from escapelab.config import constraint
-from escapelab.experiments.common import (
+from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherSpec,
     TeacherStudentSpec,
-    dtype_of,
-    problem,
+    check_wider_than_teacher,
+    objective_for,
     student_arch,
-    student_init,
+    student_start,
     train_and_classify,
+    train_subsets,
 )
-from escapelab.experiments.subnetworks import check_wider_than_teacher, train_subsets
 from escapelab.nets.mlp import Architecture
 from escapelab.nets.surgery import select_units
 from escapelab.seeding import derive_seed
@@ -128,8 +129,7 @@ def neuron_ticket_records(
     ``no_ticket`` record per member without a winning subset (in member order)."""
     _check_grid(perturbations)
     r = spec.teacher.width
-    arch = student_arch(spec.teacher, m, spec.student.bias)
-    theta0 = student_init(arch, spec.student, lo, hi, spec.train, device)
+    arch, theta0 = student_start(spec, m, lo, hi, device)
     subs = train_subsets(spec, arch, theta0, spec.max_subsets, spec.subset_seed, device)
     winners = {e: subs.winning(e) for e in range(hi - lo)}
     holders = [e for e in range(hi - lo) if winners[e]]
@@ -143,7 +143,7 @@ def neuron_ticket_records(
             spec.student.init,
             spec.student.init_scale,
             first_member=lo,
-            dtype=dtype_of(spec.train),
+            dtype=spec.train.dtype,
             device=device,
         )
         rows = torch.tensor(holders, dtype=torch.long, device=device)
@@ -152,10 +152,10 @@ def neuron_ticket_records(
         # (H, K, P) -> member-major (H * K, P): member h's perturbations are rows h*K .. h*K+K-1
         start = torch.stack([perturb_outside(base, keep, draw, p) for p in perturbations], 1)
         start = start.reshape(-1, arch.n_params)
-        t, n, seed, tr = spec.teacher, spec.n_samples, spec.data_seed, spec.train
-        trained, endpoints = train_and_classify(problem(t, arch, n, seed, tr, device), start, tr)
-        sub_arch = student_arch(t, r, spec.student.bias)
-        sub_obj = problem(t, sub_arch, n, seed, tr, device)
+        trained, endpoints = train_and_classify(
+            objective_for(spec, arch, device), start, spec.train
+        )
+        sub_obj = objective_for(spec, student_arch(spec.teacher, r, spec.student.bias), device)
         k = len(perturbations)
         for h, e in enumerate(holders):
             units = list(tickets[e])
