@@ -9,18 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from escapelab.nets.mlp import Architecture
 from escapelab.tickets import masks as masks_module
 from escapelab.tickets.masks import (
     MaskSet,
-    ensemble_mask_names,
-    ensemble_parameters,
-    from_flat_mask,
     load_checkpoint,
     masked_step,
     prunable_tensors,
     save_checkpoint,
-    to_flat_mask,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -265,54 +260,3 @@ def test_checkpoint_round_trip_and_refusal(tmp_path: Path) -> None:
 def _saved(masks: MaskSet, path: Path) -> Path:
     masks.save(path)
     return path
-
-
-ARCHS = [
-    Architecture(3, (4,), 2, bias=True, output_bias=False),
-    Architecture(2, (5, 3), 1, bias=True, output_bias=True),
-    Architecture(4, (3,), 2, bias=False, output_bias=False),
-]
-
-
-@pytest.mark.parametrize("arch", ARCHS, ids=str)
-def test_ensemble_flat_mask_round_trip_is_exact(arch: Architecture) -> None:
-    gen = torch.Generator().manual_seed(5)
-    flat = torch.rand(4, arch.n_params, generator=gen) < 0.6
-    layers = from_flat_mask(arch, flat, include_bias=True)
-    assert list(layers) == ensemble_mask_names(arch, include_bias=True)
-    assert torch.equal(to_flat_mask(arch, layers), flat)
-    weights_only = from_flat_mask(arch, to_flat_mask(arch, from_flat_mask(arch, flat, True)), True)
-    assert weights_only == layers
-    # weights-only masks: biases kept in the flat mask, and back again
-    weight_masks = MaskSet({n: layers[n] for n in ensemble_mask_names(arch)})
-    flat_w = to_flat_mask(arch, weight_masks)
-    assert from_flat_mask(arch, flat_w) == weight_masks
-    # the flat mask in theta's layout masks theta exactly as the per-layer masks mask its views
-    theta = arch.init(4, seed=0, scheme="normal")
-    by_layers = theta.clone()
-    layers.apply(ensemble_parameters(arch, by_layers, include_bias=True))
-    assert torch.equal(by_layers, theta * flat)
-
-
-def test_ensemble_masks_refuse_bad_names_shapes_and_pruned_biases() -> None:
-    arch = ARCHS[0]
-    assert ensemble_mask_names(arch) == ["layers.0.weight", "layers.1.weight"]
-    assert ensemble_mask_names(arch, include_bias=True) == [
-        "layers.0.weight", "layers.0.bias", "layers.1.weight"
-    ]  # fmt: skip
-    with pytest.raises(ValueError, match=r"mask 'layers\.1\.bias' names no layer tensor"):
-        to_flat_mask(arch, {"layers.1.bias": torch.ones(2, 2, dtype=torch.bool)})
-    with pytest.raises(ValueError, match=r"mask 'layers\.1\.weight' has shape \(2, 3, 4\)"):
-        to_flat_mask(
-            arch,
-            {
-                "layers.0.weight": torch.ones(2, 4, 3, dtype=torch.bool),
-                "layers.1.weight": torch.ones(2, 3, 4, dtype=torch.bool),
-            },
-        )
-    flat = torch.ones(2, arch.n_params, dtype=torch.bool)
-    flat[1, 12] = False  # the first hidden bias, after the 4 x 3 first-layer weights
-    with pytest.raises(ValueError, match=r"prunes entries of 'layers\.0\.bias'"):
-        from_flat_mask(arch, flat)
-    with pytest.raises(ValueError, match="last dim must be the architecture's 24 parameters"):
-        from_flat_mask(arch, flat[:, :-1])

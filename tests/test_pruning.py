@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from escapelab.nets.mlp import Architecture
-from escapelab.tickets.masks import MaskSet, ensemble_parameters, prunable_tensors
+from escapelab.nets.views import named_views
+from escapelab.tickets.masks import MaskSet, prunable_tensors
 from escapelab.tickets.pruning import (
     RANDOM_RULES,
     global_magnitude_prune,
@@ -115,16 +116,14 @@ def test_layerwise_magnitude_pruning_prunes_each_layer_at_its_rate(tied: bool) -
 def test_ensemble_members_are_pruned_independently() -> None:
     arch = Architecture(3, (6, 5), 2, bias=True, output_bias=True)
     theta = arch.init(4, seed=0, scheme="normal")
-    weights = ensemble_parameters(arch, theta)
+    weights = named_views(arch, theta, include_bias=False)
     global_masks = global_magnitude_prune(weights, 0.3, batch_dims=1)
-    layer_masks = layerwise_magnitude_prune(
-        weights, {"*": 0.3, "layers.2.weight": 0.15}, batch_dims=1
-    )
+    layer_masks = layerwise_magnitude_prune(weights, {"*": 0.3, "net.4.weight": 0.15}, batch_dims=1)
     for e in range(4):
-        member = ensemble_parameters(arch, theta[e])
+        member = named_views(arch, theta[e], include_bias=False)
         alone = global_magnitude_prune(member, 0.3)
         assert all(torch.equal(global_masks[n][e], alone[n]) for n in alone)
-        alone = layerwise_magnitude_prune(member, {"*": 0.3, "layers.2.weight": 0.15})
+        alone = layerwise_magnitude_prune(member, {"*": 0.3, "net.4.weight": 0.15})
         assert all(torch.equal(layer_masks[n][e], alone[n]) for n in alone)
 
 
@@ -234,7 +233,9 @@ def test_random_masks_reach_the_density_and_are_reproducible(rule: str) -> None:
 
 def test_random_masks_of_an_ensemble_differ_by_member_but_keep_the_same_counts() -> None:
     arch = Architecture(4, (10, 6), 2)
-    shapes_only = ensemble_parameters(arch, torch.empty(3, arch.n_params, device="meta"))
+    shapes_only = named_views(
+        arch, torch.empty(3, arch.n_params, device="meta"), include_bias=False
+    )
     result = random_masks(shapes_only, 0.4, "erk", generator=0, batch_dims=1)
     for name, mask in result.masks.items():
         assert mask.device.type == "cpu" and mask.shape == shapes_only[name].shape

@@ -16,7 +16,9 @@ Classes (MISSION.md, E1):
 * ``diverged``      — NaN/inf, or parameter norm past the trainer's bound without the channel
   signature.
 
-Every endpoint keeps the numbers its class was decided on.
+Every endpoint keeps the numbers its class was decided on. When the trainer held some
+coordinates fixed (``TrainResult.free``, e.g. the pruned weights of a lottery ticket), the
+eigenvalues are those of each member's Hessian restricted to its free coordinates.
 """
 
 from __future__ import annotations
@@ -117,11 +119,19 @@ def classify(
     n_neg = torch.zeros(n, dtype=torch.long)
     rows = finite.nonzero().squeeze(1)
     if len(rows):
-        eigs = torch.linalg.eigvalsh(objective.hessian(theta[rows])).to(torch.float64).cpu()
-        lo, hi = eigs[:, 0], eigs[:, -1]
-        eig_min[rows.cpu()], eig_max[rows.cpu()] = lo, hi
-        thresh = cfg.tol_eig * hi.abs().clamp_min(torch.finfo(torch.float64).tiny)
-        n_neg[rows.cpu()] = (eigs < -thresh.unsqueeze(1)).sum(1)
+        hessians = objective.hessian(theta[rows])
+        if result.free is None:
+            spectra = list(torch.linalg.eigvalsh(hessians).to(torch.float64).cpu())
+        else:  # each member's Hessian restricted to its own free coordinates
+            free = result.free[rows].to(hessians.device)
+            spectra = [
+                torch.linalg.eigvalsh(h[f][:, f]).to(torch.float64).cpu()
+                for h, f in zip(hessians, free, strict=True)
+            ]
+        for row, eigs in zip(rows.tolist(), spectra, strict=True):
+            eig_min[row], eig_max[row] = eigs[0], eigs[-1]
+            thresh = cfg.tol_eig * max(abs(float(eigs[-1])), torch.finfo(torch.float64).tiny)
+            n_neg[row] = int((eigs < -thresh).sum())
     endpoints = []
     for i in range(n):
         loss = float(result.loss[i])

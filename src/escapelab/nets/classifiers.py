@@ -85,7 +85,10 @@ class Pointwise(nn.Module):
 
 class MLP(nn.Module):
     """Flatten, then Linear + activation (ReLU by default) for each hidden width, then Linear to
-    ``n_classes`` outputs (logits, or regression outputs)."""
+    ``n_classes`` outputs (logits, or regression outputs). ``bias`` switches the hidden layers'
+    biases and ``output_bias`` the output layer's (both on by default; the teacher-student
+    students have neither). Its parameters are the named view of a flat ensemble
+    (:mod:`escapelab.nets.views`)."""
 
     def __init__(
         self,
@@ -93,11 +96,14 @@ class MLP(nn.Module):
         n_classes: int,
         hidden: tuple[int, ...] = (100, 100),
         activation: str = "relu",
+        bias: bool = True,
+        output_bias: bool = True,
     ):
         super().__init__()
         self.input_shape = _check_shape(input_shape)
         self.n_classes = _check_positive("n_classes", n_classes)
         self.hidden = tuple(hidden)
+        self.activation, self.bias, self.output_bias = activation, bias, output_bias
         for width in self.hidden:
             if isinstance(width, bool) or not isinstance(width, int) or width < 1:
                 raise SpecError("hidden", f"widths must be integers >= 1, got {self.hidden}")
@@ -108,9 +114,9 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         for width in self.hidden:
             act = nn.ReLU() if activation == "relu" else Pointwise(activation)
-            layers += [nn.Linear(n_in, width), act]
+            layers += [nn.Linear(n_in, width, bias=bias), act]
             n_in = width
-        layers.append(nn.Linear(n_in, self.n_classes))
+        layers.append(nn.Linear(n_in, self.n_classes, bias=output_bias))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -131,8 +137,11 @@ class MLP(nn.Module):
         last = len(self.net) - 1
         for i, layer in enumerate(self.net):
             if isinstance(layer, nn.Linear):
-                weight, bias = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
-                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+                weight, bias = params[f"net.{i}.weight"], params.get(f"net.{i}.bias")
+                if bias is None:
+                    h = torch.bmm(h, weight.transpose(1, 2))
+                else:
+                    h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
             elif isinstance(layer, nn.ReLU):
                 h = torch.relu_(h)  # baddbmm's backward does not need its output
             elif i < last:

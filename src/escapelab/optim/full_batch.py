@@ -69,6 +69,7 @@ class TrainResult:
     history_loss: Tensor | None = None
     history_norm: Tensor | None = None
     wall_time: float = 0.0
+    free: Tensor | None = None  # (E, P) bool: the coordinates that trained (None: all)
 
 
 class _Ledger:
@@ -123,16 +124,29 @@ def train(
     theta0: Tensor,
     config: TrainConfig | None = None,
     progress: bool = False,
+    free: Tensor | None = None,
 ) -> TrainResult:
-    """Train all members of ``theta0`` (E, P) on ``objective``; see the module docstring."""
+    """Train all members of ``theta0`` (E, P) on ``objective``; see the module docstring.
+
+    ``free`` (E, P) bool, optional: the coordinates that train; the others keep their values
+    in ``theta0`` (the pruned, zero weights of a lottery ticket, as
+    :func:`escapelab.nets.views.mask_to_flat` lays a mask out). Gradients, stopping rules and
+    the refinement's Hessians are then those of each member's own subspace, so a masked
+    network is driven to a critical point of the function it can represent.
+    """
     cfg = config or TrainConfig()
     start = time.perf_counter()
     ledger = _Ledger(theta0, cfg.steps // max(cfg.record_every, 1) + 2)
     theta = theta0.detach().clone()
+    if free is not None and free.shape != theta.shape:
+        raise ValueError(f"free has shape {tuple(free.shape)}, theta0 {tuple(theta.shape)}")
+    active_free = None if free is None else free.to(theta.device, theta.dtype)
     stepper = make_stepper(cfg.optimizer, cfg.lr, cfg.betas, cfg.eps)
     bar = tqdm(total=cfg.steps + cfg.refine_steps, disable=not progress, desc="train", leave=False)
     for step in range(cfg.steps + 1):
         loss, grad = objective.loss_and_grad(theta)
+        if active_free is not None:
+            grad = grad * active_free
         if step % cfg.record_every == 0:
             ledger.record(step, theta, loss)
         ledger.steps[ledger.active.cpu()] = step
@@ -140,6 +154,8 @@ def train(
         if len(keep) < theta.shape[0]:
             theta, grad = theta[keep], grad[keep]
             stepper.keep(keep)
+            if active_free is not None:
+                active_free = active_free[keep]
         if step == cfg.steps or len(keep) == 0:
             break
         stepper.step(theta, grad)
@@ -149,7 +165,9 @@ def train(
         if theta.dtype != torch.float64:
             objective, theta = objective.to(torch.float64), theta.to(torch.float64)
             ledger.promote(torch.float64)
-        refiner = NewtonRefiner(objective, theta, *objective.loss_and_grad(theta))
+        refiner = NewtonRefiner(
+            objective, theta, *objective.loss_and_grad(theta), free=active_free
+        )
         for it in range(1, cfg.refine_steps + 1):
             refiner.step()
             ledger.refine_steps[ledger.active.cpu()] = it
@@ -172,4 +190,5 @@ def train(
         history_loss=ledger.hist_loss[:, :n_hist],
         history_norm=ledger.hist_norm[:, :n_hist],
         wall_time=time.perf_counter() - start,
+        free=None if free is None else free.to(torch.bool),
     )

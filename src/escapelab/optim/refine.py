@@ -12,6 +12,10 @@ float64. A trial is accepted when the loss decreases (or stays within rounding w
 shrinks, which is how progress looks at the bottom of a flat minimum); nu is divided by 3 on
 acceptance and multiplied by 5 on rejection, and rejected members reuse their eigendecomposition.
 
+With a ``free`` mask (E, P) the refinement runs in the subspace of the free coordinates: the
+held ones (a pruned weight of a lottery ticket) keep their values, gradients and Hessians are
+restricted to the rest, so a masked network is driven to a critical point of its own subspace.
+
 The same machinery in ``critical`` mode takes Levenberg-Marquardt steps on 1/2 |grad L|^2 and
 accepts whatever lowers the gradient norm: a search for critical points of any index, used to find
 saddles near known endpoints (:func:`find_critical_points`).
@@ -63,21 +67,35 @@ class NewtonRefiner:
         loss: Tensor,
         grad: Tensor,
         mode: Mode = "descent",
+        free: Tensor | None = None,
     ):
         self.objective, self.mode = objective, mode
-        self.theta, self.loss, self.grad = theta, loss, grad
+        self.free = None if free is None else free.to(theta.dtype)
+        self.theta, self.loss, self.grad = theta, loss, self._project(grad)
         self.nu = torch.full_like(loss, NU_START)
         self.eigvals, self.eigvecs = self._eigh(theta)
 
-    def _eigh(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.linalg.eigh(self.objective.hessian(theta))
+    def _project(self, v: Tensor, rows: Tensor | None = None) -> Tensor:
+        """``v`` (E, P) with the held coordinates zeroed (rows: which members' masks)."""
+        if self.free is None:
+            return v
+        return v * (self.free if rows is None else self.free[rows])
+
+    def _eigh(self, theta: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Eigendecomposition of the Hessian restricted to the free coordinates: the rows and
+        columns of held coordinates are zeroed, so their directions carry no step."""
+        hessian = self.objective.hessian(theta)
+        if self.free is not None:
+            free = self.free if rows is None else self.free[rows]
+            hessian = hessian * free.unsqueeze(2) * free.unsqueeze(1)
+        return torch.linalg.eigh(hessian)
 
     def step(self) -> None:
         """One damped Newton iteration for every active member."""
-        trial = self.theta + newton_direction(
-            self.grad, self.eigvals, self.eigvecs, self.nu, self.mode
-        )
+        direction = newton_direction(self.grad, self.eigvals, self.eigvecs, self.nu, self.mode)
+        trial = self.theta + self._project(direction)
         loss_t, grad_t = self.objective.loss_and_grad(trial)
+        grad_t = self._project(grad_t)
         smaller_grad = grad_t.norm(dim=1) < self.grad.norm(dim=1)
         if self.mode == "descent":
             rounding = 64 * torch.finfo(self.loss.dtype).eps * self.loss.abs()
@@ -93,12 +111,14 @@ class NewtonRefiner:
                 loss_t[rows],
                 grad_t[rows],
             )
-            vals, vecs = self._eigh(self.theta[rows])
+            vals, vecs = self._eigh(self.theta[rows], rows)
             self.eigvals[rows], self.eigvecs[rows] = vals, vecs
 
     def keep(self, rows: Tensor) -> None:
         """Restrict the state to members ``rows`` (indices into the current active set)."""
         self.theta, self.loss, self.grad = self.theta[rows], self.loss[rows], self.grad[rows]
+        if self.free is not None:
+            self.free = self.free[rows]
         self.nu, self.eigvals, self.eigvecs = self.nu[rows], self.eigvals[rows], self.eigvecs[rows]
 
 

@@ -6,11 +6,10 @@ are those of ``model.named_parameters()``; by default only weights (ndim >= 2) a
 biases join with ``include_bias=True``.
 
 Wherever a module is accepted, a mapping of names to tensors is too; a mapping is taken as the
-selection itself. This is how ensembles are served: an ensemble (:mod:`escapelab.nets.mlp`) keeps
-its parameters in one matrix theta (E, P), :func:`ensemble_parameters` names the per-layer views
-``layers.{i}.weight`` (E, fan_out, fan_in) and ``layers.{i}.bias`` (E, fan_out), i from 0, and
-:func:`to_flat_mask` / :func:`from_flat_mask` convert between per-layer masks and a flat mask
-(E, P) in theta's layout, so that one pruning code (:mod:`escapelab.tickets.pruning`) serves both.
+selection itself. This is how ensembles are served: a stacked ensemble's named (E, ...) tensors,
+or the per-layer views of a flat ensemble theta (E, P) under the same names
+(:func:`escapelab.nets.views.named_views`), whose masks :func:`escapelab.nets.views.mask_to_flat`
+lays out in theta's layout; so one pruning code (:mod:`escapelab.tickets.pruning`) serves all.
 
 Files hold plain tensors only: safetensors when it is installed, else ``torch.save``, read back
 with ``torch.load(weights_only=True)``; no arbitrary object is ever unpickled. Loading detects the
@@ -32,8 +31,6 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
-
-from escapelab.nets.mlp import Architecture
 
 Target: TypeAlias = nn.Module | Mapping[str, Tensor]
 
@@ -427,68 +424,3 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> MaskSet:
     masks.validate(model)
     model.load_state_dict(state)
     return masks
-
-
-def ensemble_parameters(
-    arch: Architecture, theta: Tensor, include_bias: bool = False
-) -> dict[str, Tensor]:
-    """Per-layer views of theta (..., P) by name, no copies: ``layers.{i}.weight`` with shape
-    (..., fan_out, fan_in) and, with ``include_bias``, ``layers.{i}.bias`` (..., fan_out) where
-    the layer has one. Prune them with ``batch_dims = theta.ndim - 1``."""
-    named = {}
-    for i, layer in enumerate(arch.unflatten(theta)):
-        named[f"layers.{i}.weight"] = layer.weight
-        if include_bias and layer.bias is not None:
-            named[f"layers.{i}.bias"] = layer.bias
-    return named
-
-
-def ensemble_mask_names(arch: Architecture, include_bias: bool = False) -> list[str]:
-    """Names of :func:`ensemble_parameters`, in theta's layout order."""
-    return list(ensemble_parameters(arch, torch.empty(arch.n_params, device="meta"), include_bias))
-
-
-def to_flat_mask(arch: Architecture, masks: Mapping[str, Tensor]) -> Tensor:
-    """The flat mask (..., P) in theta's layout from per-layer masks named as in
-    :func:`ensemble_parameters`; every mask carries the same leading shape (...). Entries without
-    a mask (biases, by default) are kept."""
-    bool_masks = MaskSet(masks)
-    if not bool_masks:
-        raise ValueError("to_flat_mask needs at least one mask to know the leading shape")
-    layer_shapes = ensemble_parameters(arch, torch.empty(arch.n_params, device="meta"), True)
-    first_name, first = next(iter(bool_masks.items()))
-    if first_name not in layer_shapes:
-        raise ValueError(
-            f"mask {first_name!r} names no layer tensor; allowed: {_listing(list(layer_shapes))}"
-        )
-    lead = first.shape[: first.ndim - layer_shapes[first_name].ndim]
-    flat = torch.ones(*lead, arch.n_params, dtype=torch.bool, device=first.device)
-    views = ensemble_parameters(arch, flat, include_bias=True)
-    _check_fits(bool_masks, views, f"layer tensor with leading shape {tuple(lead)}")
-    for name, mask in bool_masks.items():
-        views[name].copy_(mask)
-    return flat
-
-
-def from_flat_mask(arch: Architecture, flat: Tensor, include_bias: bool = False) -> MaskSet:
-    """Per-layer masks from a flat mask (..., P); the inverse of :func:`to_flat_mask`.
-
-    Without ``include_bias`` the bias entries are dropped, and must then all be kept: a flat
-    mask that prunes a bias raises ValueError naming it.
-    """
-    flat = _as_bool("flat", flat)
-    if flat.ndim == 0 or flat.shape[-1] != arch.n_params:
-        raise ValueError(
-            f"flat mask has shape {tuple(flat.shape)}; its last dim must be the architecture's "
-            f"{arch.n_params} parameters"
-        )
-    masks = {}
-    for name, view in ensemble_parameters(arch, flat, include_bias=True).items():
-        if name.endswith(".bias") and not include_bias:
-            if not bool(view.all()):
-                raise ValueError(
-                    f"the flat mask prunes entries of {name!r}; pass include_bias=True to keep them"
-                )
-            continue
-        masks[name] = view
-    return MaskSet(masks)

@@ -3,7 +3,7 @@ layer-wise density rules.
 
 Every function takes what it prunes as a ``torch.nn.Module`` (its prunable parameters, see
 :func:`~escapelab.tickets.masks.prunable_tensors`) or as a mapping of names to tensors, such as
-:func:`~escapelab.tickets.masks.ensemble_parameters` of an ensemble's theta (E, P). With
+:func:`~escapelab.nets.views.named_views` of an ensemble's theta (E, P). With
 ``batch_dims = k`` the first k dims of every tensor index independent networks (the members of an
 ensemble): each is pruned on its own, and the layer shapes a rule sees are the remaining dims.
 
