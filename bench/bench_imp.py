@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import git_info, machine_busy_seconds, machine_info
-from escapelab.data.classification import load_dataset
+from escapelab.data.datasets import load_dataset
 from escapelab.nets.classifiers import build_model
 from escapelab.nets.stacked import StackedModel
 from escapelab.optim.minibatch import FitConfig

@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from escapelab.config import SpecError
-from escapelab.data import DATASETS, ClassificationData, cache_dir, clear_cache, load_dataset
-from escapelab.data import classification as cls
+from escapelab.data import DATASETS, SupervisedData, cache_dir, clear_cache, load_dataset
+from escapelab.data import datasets as cls
 
 TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
@@ -40,12 +40,12 @@ def one_blas_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def mnist() -> ClassificationData:
+def mnist() -> SupervisedData:
     """The default MNIST-1D variant (seed 0, 5000 samples, 10 % validation): generated once."""
     return load_dataset("mnist1d")
 
 
-def _assert_same(a: ClassificationData, b: ClassificationData) -> None:
+def _assert_same(a: SupervisedData, b: SupervisedData) -> None:
     for key in TENSORS:
         assert torch.equal(getattr(a, key), getattr(b, key)), key
 
@@ -58,7 +58,7 @@ def test_datasets_constant() -> None:
     assert DATASETS == ("mnist1d", "digits")
 
 
-def test_mnist1d_default_sizes_dtypes_and_balance(mnist: ClassificationData) -> None:
+def test_mnist1d_default_sizes_dtypes_and_balance(mnist: SupervisedData) -> None:
     assert mnist.name == "mnist1d"
     assert mnist.n_classes == 10
     assert mnist.input_shape == (40,)
@@ -80,7 +80,7 @@ def test_mnist1d_default_sizes_dtypes_and_balance(mnist: ClassificationData) -> 
     assert float(x.std(correction=0)) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_same_seed_identical_and_not_aliased_to_cache(mnist: ClassificationData) -> None:
+def test_same_seed_identical_and_not_aliased_to_cache(mnist: SupervisedData) -> None:
     again = load_dataset("mnist1d")
     _assert_same(mnist, again)
     again.x_train.add_(1.0)  # mutating one result must not reach the cache or other results
@@ -118,7 +118,7 @@ def test_val_split_sizes_exact_and_disjoint(fraction: float, n_val: int) -> None
         assert [label_of[row.tobytes()] for row in x.numpy()] == y.tolist()
 
 
-def test_val_fraction_zero_keeps_order_and_empty_shapes(mnist: ClassificationData) -> None:
+def test_val_fraction_zero_keeps_order_and_empty_shapes(mnist: SupervisedData) -> None:
     d = load_dataset("mnist1d", val_fraction=0.0)
     assert d.x_val.shape == (0, 40) and d.y_val.shape == (0,)
     assert d.x_val.dtype == torch.float32 and d.y_val.dtype == torch.int64
@@ -251,7 +251,7 @@ def test_digits_subsample_is_stratified() -> None:
     assert torch.bincount(d.y_test, minlength=10).tolist() == [10] * 10
 
 
-def test_to_device_copies(mnist: ClassificationData) -> None:
+def test_to_device_copies(mnist: SupervisedData) -> None:
     moved = mnist.to("meta")
     assert all(getattr(moved, key).device.type == "meta" for key in TENSORS)
     assert moved.input_shape == mnist.input_shape and moved.name == mnist.name
@@ -262,11 +262,11 @@ def test_to_device_copies(mnist: ClassificationData) -> None:
 def test_shape_mismatch_rejected() -> None:
     x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64)
     with pytest.raises(ValueError, match="x_val/y_val"):
-        ClassificationData(x, y, x, y[:3], x, y, name="t", n_classes=2, input_shape=(3,))
+        SupervisedData(x, y, x, y[:3], x, y, name="t", n_classes=2, input_shape=(3,))
 
 
 @pytest.mark.usefixtures("one_blas_thread")
-def test_logistic_regression_oracle_matches_published(mnist: ClassificationData) -> None:
+def test_logistic_regression_oracle_matches_published(mnist: SupervisedData) -> None:
     """Greydanus & Kobak report ~32 % test accuracy for logistic regression on MNIST-1D."""
     model = LogisticRegression(max_iter=300)
     model.fit(mnist.x_train.numpy(), mnist.y_train.numpy())
@@ -279,3 +279,17 @@ def test_digits_are_easy_for_logistic_regression() -> None:
     d = load_dataset("digits")
     model = LogisticRegression(max_iter=300).fit(d.x_train.numpy(), d.y_train.numpy())
     assert model.score(d.x_test.numpy(), d.y_test.numpy()) > 0.9
+
+
+def test_task_and_class_count_must_agree() -> None:
+    x, labels, targets = torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), torch.zeros(4, 1)
+    with pytest.raises(ValueError, match="n_classes must be >= 1 for classification"):
+        SupervisedData(x, labels, x, labels, x, labels, name="t", input_shape=(3,))
+    with pytest.raises(ValueError, match="0 for regression, got 2"):
+        SupervisedData(
+            x, targets, x, targets, x, targets, "t", (3,), task="regression", n_classes=2
+        )
+    with pytest.raises(ValueError, match="task must be classification or regression"):
+        SupervisedData(x, labels, x, labels, x, labels, "t", (3,), task="ranking", n_classes=2)
+    data = SupervisedData(x, targets, x, targets, x, targets, "t", (3,), task="regression")
+    assert data.regression and data.n_outputs == 1 and data.sizes["val"] == 4

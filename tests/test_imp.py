@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import escapelab.tickets.imp as imp_module
-from escapelab.data.classification import load_dataset
+from escapelab.data.datasets import load_dataset
 from escapelab.nets.classifiers import build_model
 from escapelab.nets.stacked import StackedModel
 from escapelab.optim.minibatch import FitConfig, fit

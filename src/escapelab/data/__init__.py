@@ -1,11 +1,19 @@
-"""Real classification data sets (MNIST-1D, sklearn digits) as tensors with seeded splits."""
+"""Supervised data sets as tensors with seeded splits: MNIST-1D, digits, teacher-student data."""
 
-from escapelab.data.classification import (
+from escapelab.data.datasets import (
     DATASETS,
-    ClassificationData,
+    SupervisedData,
     cache_dir,
     clear_cache,
     load_dataset,
 )
+from escapelab.data.teacher_student import teacher_student_data
 
-__all__ = ["DATASETS", "ClassificationData", "cache_dir", "clear_cache", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "SupervisedData",
+    "cache_dir",
+    "clear_cache",
+    "load_dataset",
+    "teacher_student_data",
+]

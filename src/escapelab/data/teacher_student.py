@@ -1,4 +1,4 @@
-"""Teacher-student regression data as a :class:`ClassificationData` with ``n_classes = 0``.
+"""Teacher-student regression data as a :class:`SupervisedData` of task ``regression``.
 
 Inputs are standard Gaussian samples, targets the teacher's outputs (no noise), so the lottery
 machinery (IMP, its controls, the trainer's early stopping) runs on the same problems as the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from escapelab.config import SpecError
-from escapelab.data.classification import ClassificationData
+from escapelab.data.datasets import SupervisedData
 from escapelab.problems.teacher import Teacher, gaussian_inputs
 from escapelab.seeding import derive_seed
 
@@ -21,7 +21,7 @@ def teacher_student_data(
     n_test: int = 1000,
     seed: int = 0,
     val_fraction: float = 0.1,
-) -> ClassificationData:
+) -> SupervisedData:
     """``n_train`` (of which ``val_fraction`` for validation) and ``n_test`` samples of
     x ~ N(0, I_d) labelled y = teacher(x), as float32; ``seed`` draws the inputs."""
     if n_train < 2 or n_test < 1:
@@ -37,7 +37,7 @@ def teacher_student_data(
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
     x, y = x.float(), y.float()
-    return ClassificationData(
+    return SupervisedData(
         x_train=x[train].contiguous(),
         y_train=y[train].contiguous(),
         x_val=x[val].contiguous(),
@@ -45,6 +45,6 @@ def teacher_student_data(
         x_test=x[n_train:].contiguous(),
         y_test=y[n_train:].contiguous(),
         name="teacher",
-        n_classes=0,
         input_shape=(d,),
+        task="regression",
     )

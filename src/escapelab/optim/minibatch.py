@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from escapelab.config import constraint
-from escapelab.data.classification import ClassificationData
+from escapelab.data.datasets import SupervisedData
 from escapelab.nets.stacked import StackedModel
 
 _EVAL_CHUNK = 2048
@@ -219,7 +219,7 @@ def _optimizer(config: FitConfig, tensors: list[Tensor], lr: float) -> torch.opt
 def fit(
     model: StackedModel,
     params: Mapping[str, Tensor],
-    data: ClassificationData,
+    data: SupervisedData,
     config: FitConfig,
     seeds: Sequence[int],
     masks: Mapping[str, Tensor] | None = None,

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from escapelab.config import SpecError, constraint
-from escapelab.data.classification import ClassificationData
+from escapelab.data.datasets import SupervisedData
 from escapelab.nets.stacked import StackedModel
 from escapelab.optim.minibatch import FitConfig, FitResult, fit
 from escapelab.seeding import derive_seed
@@ -219,7 +219,7 @@ class IMPRun:
 
 def run_imp(
     model: StackedModel,
-    data: ClassificationData,
+    data: SupervisedData,
     fit_config: FitConfig,
     config: IMPConfig,
     seeds: Sequence[int],
@@ -321,7 +321,7 @@ def _level_groups(
 
 def _train_groups(
     model: StackedModel,
-    data: ClassificationData,
+    data: SupervisedData,
     fit_config: FitConfig,
     config: IMPConfig,
     groups: list[_Group],

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from escapelab.config import constraint
-from escapelab.data.classification import ClassificationData, load_dataset
+from escapelab.data.datasets import SupervisedData, load_dataset
 from escapelab.data.teacher_student import teacher_student_data
 from escapelab.experiments.kits.teacher_student import TeacherSpec, build_teacher
 from escapelab.nets.classifiers import build_model
@@ -52,7 +52,7 @@ class DataSpec:
     n_test: int = field(default=1000, metadata=constraint(ge=1, help="teacher only"))
 
 
-def load_task_data(spec: DataSpec, name: str, device: torch.device) -> ClassificationData:
+def load_task_data(spec: DataSpec, name: str, device: torch.device) -> SupervisedData:
     """The dataset ``name`` as the spec asks for it, on ``device``."""
     if name == "teacher":
         teacher = build_teacher(spec.teacher)
@@ -64,17 +64,15 @@ def load_task_data(spec: DataSpec, name: str, device: torch.device) -> Classific
 
 
 def stacked_classifier(
-    net: ClassifierSpec, data: ClassificationData, device: torch.device
+    net: ClassifierSpec, data: SupervisedData, device: torch.device
 ) -> StackedModel:
     """A stacked ensemble of the spec's network for ``data``'s inputs and classes."""
-
-    outputs = data.y_train.shape[1] if data.regression else data.n_classes
 
     def factory() -> torch.nn.Module:
         return build_model(
             net.model,
             data.input_shape,
-            outputs,
+            data.n_outputs,
             hidden=net.hidden,
             channels=net.channels,
             activation=net.activation,

@@ -34,6 +34,7 @@ import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -52,11 +53,13 @@ _MAX_SEED = 2**32 - 1  # numpy's and sklearn's seeds are 32-bit
 
 
 @dataclass(frozen=True)
-class ClassificationData:
-    """Train/validation/test splits: ``x_*`` float32 (N, *input_shape), ``y_*`` int64 (N,).
+class SupervisedData:
+    """Train/validation/test splits of a supervised problem: ``x_*`` float32 (N, *input_shape).
 
-    ``n_classes = 0`` marks a regression set (the teacher-student problems): ``y_*`` are float32
-    targets (N, k) and training minimises half the mean squared error.
+    ``task = "classification"``: ``y_*`` are int64 labels (N,) in 0..n_classes-1, and training
+    minimises the cross-entropy. ``task = "regression"`` (the teacher-student problems): ``y_*``
+    are float32 targets (N, k), ``n_classes`` is 0, and training minimises half the mean
+    squared error.
     """
 
     x_train: Tensor
@@ -66,14 +69,22 @@ class ClassificationData:
     x_test: Tensor
     y_test: Tensor
     name: str
-    n_classes: int
     input_shape: tuple[int, ...]
+    task: Literal["classification", "regression"] = "classification"
+    n_classes: int = 0
 
     def __post_init__(self) -> None:
+        if self.task not in ("classification", "regression"):
+            raise ValueError(f"task must be classification or regression, got {self.task!r}")
+        if self.regression != (self.n_classes == 0):
+            raise ValueError(
+                f"n_classes must be >= 1 for classification and 0 for regression, "
+                f"got {self.n_classes} for {self.task}"
+            )
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            y_ok = y.shape == (x.shape[0],) if self.n_classes else y.shape[:1] == x.shape[:1]
-            if tuple(x.shape[1:]) != self.input_shape or not y_ok or y.ndim != 1 + self.regression:
+            y_ok = y.shape[:1] == x.shape[:1] and y.ndim == 1 + self.regression
+            if tuple(x.shape[1:]) != self.input_shape or not y_ok:
                 expected = "(N, k)" if self.regression else "(N,)"
                 raise ValueError(
                     f"x_{split}/y_{split}: expected shapes (N, *{self.input_shape}) and "
@@ -82,10 +93,15 @@ class ClassificationData:
 
     @property
     def regression(self) -> bool:
-        """True for a regression set (``n_classes = 0``)."""
-        return self.n_classes == 0
+        """True for a regression set."""
+        return self.task == "regression"
 
-    def to(self, device: torch.device | str) -> ClassificationData:
+    @property
+    def n_outputs(self) -> int:
+        """Outputs a model needs: the classes, or the target's dimension."""
+        return int(self.y_train.shape[1]) if self.regression else self.n_classes
+
+    def to(self, device: torch.device | str) -> SupervisedData:
         """A copy whose six tensors live on ``device`` (the metadata is shared)."""
         moved = {
             f.name: getattr(self, f.name).to(device)
@@ -106,7 +122,7 @@ class ClassificationData:
 
 def load_dataset(
     name: str, seed: int = 0, val_fraction: float = 0.1, n_samples: int | None = None
-) -> ClassificationData:
+) -> SupervisedData:
     """Load data set ``name`` (one of :data:`DATASETS`) with its seeded splits.
 
     ``seed`` picks the MNIST-1D variant (its generator seed) or the digits train/test split, and
@@ -151,7 +167,7 @@ def load_dataset(
         std = torch.where(std > 0, std, torch.ones_like(std))
         x_tr, x_va, x_te = (((x.double() - mean) / std).float() for x in (x_tr, x_va, x_te))
 
-    return ClassificationData(
+    return SupervisedData(
         x_train=x_tr.float().contiguous(),
         y_train=y_tr.long().contiguous(),
         x_val=x_va.float().contiguous(),
@@ -159,8 +175,8 @@ def load_dataset(
         x_test=x_te.float().contiguous(),
         y_test=y_te.long().contiguous(),
         name=name,
-        n_classes=10,
         input_shape=(int(x_tr.shape[1]),),
+        n_classes=10,
     )
 
 
