@@ -145,14 +145,15 @@ def finish(
     title: str | None = None,
     legend_loc: str | None = "best",
     dpi: int = DPI,
-    **legend_kw: Any,
+    legend_kw: dict[str, Any] | None = None,
 ) -> Path:
     """Title, legend and tight layout; save ``fig`` as a PNG at ``path`` (folders created).
 
     With one Axes the title goes above it and the legend inside it. With several (a sequence or
     array) the title becomes the figure's suptitle and the legend goes into the first axes that
     has labelled artists. ``legend_loc=None`` draws no legend; ``legend_kw`` is passed on to
-    ``Axes.legend`` (e.g. ``bbox_to_anchor``, ``title``). Returns the path as a :class:`Path`.
+    ``Axes.legend`` (e.g. ``bbox_to_anchor``, ``title``; font size 8 unless given). Returns the
+    path as a :class:`Path`.
     """
     path = Path(path)
     axes = _flat(ax_or_axes)
@@ -165,8 +166,7 @@ def finish(
     if legend_loc is not None:
         labelled = [ax for ax in axes if ax.get_legend_handles_labels()[1]]
         if labelled:
-            legend_kw.setdefault("fontsize", LEGEND_SIZE)
-            labelled[0].legend(loc=legend_loc, **legend_kw)
+            labelled[0].legend(loc=legend_loc, **{"fontsize": LEGEND_SIZE, **(legend_kw or {})})
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, format="png")
