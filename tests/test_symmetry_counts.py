@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from escapelab.config import SpecError
+from escapelab.report.counts import plot_symmetry_counts, write_symmetry_counts
+from escapelab.report.tables import markdown_table
 from escapelab.theory.symmetry_counts import (
+    CountsTable,
     brute_force_count,
     count_critical_subspaces,
     count_global_subspaces,
     count_saddle_subspaces,
+    counts_table,
     crossover_width,
-    plot_symmetry_counts,
     stirling2,
     symmetry_table,
 )
@@ -108,9 +112,81 @@ def test_table_columns() -> None:
         assert row["log10_ratio"] == pytest.approx(math.log10(row["ratio"]))
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def test_figure_writes_png(tmp_path: Path) -> None:
     out = plot_symmetry_counts([2, 3, 4], list(range(2, 16)), tmp_path / "sub" / "counts.png")
     assert out == tmp_path / "sub" / "counts.png"
-    data = out.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > 1000
+    assert png_size(out) == (1020, 660)  # 6.8 x 4.4 in at 150 dpi
+    assert out.stat().st_size > 20_000
+
+
+def test_counts_table_rows_match_symmetry_table() -> None:
+    table = counts_table([3, 2], 6)
+    assert isinstance(table, CountsTable)
+    assert table.r_stars == (3, 2) and table.max_width == 6 and table.zero_output
+    assert table.crossovers == {3: 5, 2: 3}
+    assert table.widths == [2, 3, 4, 5, 6]
+    # r* in the order given, widths r* .. max_width, r_star and crossover columns first
+    assert [(row["r_star"], row["m"]) for row in table.rows] == [
+        *((3, m) for m in range(3, 7)),
+        *((2, m) for m in range(2, 7)),
+    ]
+    assert list(table.rows[0])[:3] == ["r_star", "crossover", "m"]
+    for r_star in (2, 3):
+        mine = [row for row in table.rows if row["r_star"] == r_star]
+        expected = symmetry_table(r_star, range(r_star, 7))
+        assert [
+            {k: v for k, v in row.items() if k not in ("r_star", "crossover")} for row in mine
+        ] == expected
+        assert {row["crossover"] for row in mine} == {crossover_width(r_star)}
+    # r* = 2, m = 3 by hand: T = 12, G = G(1, 3) = 7
+    row = next(r for r in table.rows if (r["r_star"], r["m"]) == (2, 3))
+    assert (row["T"], row["G"]) == (12, 7) and row["ratio"] == pytest.approx(7 / 12)
+
+
+def test_counts_table_crossovers_and_models() -> None:
+    assert counts_table(range(2, 7), 2).crossovers == {2: 3, 3: 5, 4: 6, 5: 8, 6: 9}
+    duplication = counts_table(range(2, 7), 2, zero_output=False)
+    assert duplication.crossovers == {2: 2, 3: 4, 4: 5, 5: 6, 6: 8}
+    assert not duplication.zero_output
+    # max_width below r*: one row at m = r*
+    narrow = counts_table([4], 2)
+    assert [row["m"] for row in narrow.rows] == [4]
+    assert narrow.rows[0]["T"] == 24 and narrow.widths == [2]
+    # repeats are kept, as the command line keeps them
+    assert [row["r_star"] for row in counts_table([2, 2], 2).rows] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (([1, 3], 10), "r_stars"),
+        (([], 10), "r_stars"),
+        (([2.0], 10), "r_stars"),
+        (([True], 10), "r_stars"),
+        (([2], 1), "max_width"),
+        (([2], 5.0), "max_width"),
+    ],
+)
+def test_counts_table_names_the_bad_argument(args: tuple, field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        counts_table(*args)
+    assert err.value.field == field
+    assert isinstance(err.value, ValueError)
+
+
+def test_write_symmetry_counts(tmp_path: Path) -> None:
+    table = counts_table([2, 3], 7, zero_output=False)
+    md, png = write_symmetry_counts(table, tmp_path / "new" / "dir")
+    assert md == tmp_path / "new" / "dir" / "symmetry_counts.md"
+    assert png == tmp_path / "new" / "dir" / "symmetry_counts.png"
+    assert md.read_text() == markdown_table(table.rows)
+    lines = md.read_text().splitlines()
+    assert len(lines) == 2 + 6 + 5
+    assert lines[0].split("|")[1].strip() == "r_star"
+    assert png_size(png) == (1020, 660)

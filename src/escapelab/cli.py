@@ -211,37 +211,22 @@ def export(hash_prefix: str, out: Path | None, store: Path) -> None:
 @user_errors
 def counts(r_stars: str, max_width: int, duplication_only: bool, out: Path) -> None:
     """Symmetry-induced subspace counts T(r*, m) and G(r, m): table, crossover and figure."""
-    from escapelab.theory.symmetry_counts import (
-        crossover_width,
-        plot_symmetry_counts,
-        symmetry_table,
-    )
+    from escapelab.report.counts import write_symmetry_counts
+    from escapelab.theory.symmetry_counts import counts_table
 
     teachers = [int(v) for v in parse_sequence(r_stars, "--r-star")]
-    if not teachers or min(teachers) < 2:
-        raise SpecError("--r-star", "teacher widths must be >= 2 (r* = 1 has no narrower network)")
-    zero_output = not duplication_only
-    rows = []
-    for r_star in teachers:
-        cross = crossover_width(r_star, zero_output=zero_output)
-        for row in symmetry_table(
-            r_star, range(r_star, max(max_width, r_star) + 1), zero_output=zero_output
-        ):
-            rows.append({"r_star": r_star, "crossover": cross, **row})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "symmetry_counts.md").write_text(markdown_table(rows))
-    figure = plot_symmetry_counts(
-        teachers,
-        list(range(2, max_width + 1)),
-        out / "symmetry_counts.png",
-        zero_output=zero_output,
-    )
-    for r_star in teachers:
+    try:
+        table = counts_table(teachers, max_width, zero_output=not duplication_only)
+    except SpecError as err:  # name the option, not the Python argument
+        option = {"r_stars": "--r-star", "max_width": "--max-width"}.get(err.field, err.field)
+        raise SpecError(option, err.message) from None
+    table_path, figure = write_symmetry_counts(table, out)
+    for r_star in table.r_stars:
         click.echo(
             f"r* = {r_star}: saddle subspaces outnumber global-minimum subspaces "
-            f"up to m = {crossover_width(r_star, zero_output=zero_output) - 1}"
+            f"up to m = {table.crossovers[r_star] - 1}"
         )
-    click.echo(f"table: {out / 'symmetry_counts.md'}\nfigure: {figure}")
+    click.echo(f"table: {table_path}\nfigure: {figure}")
 
 
 __all__ = ["get_experiment", "main"]

@@ -1,4 +1,8 @@
-"""Figures of the experiments, drawn with matplotlib's Agg backend (no display needed)."""
+"""Figures of the width-sweep, escape, subnetwork and census experiments.
+
+Styling (figure factory, Okabe–Ito colours, title/legend/saving) lives in
+:mod:`escapelab.report.style`; no backend is selected and pyplot is never imported.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from escapelab.landscape.classify import CLASSES
-
-CLASS_COLORS = {
-    "global_min": "#1b9e77",
-    "local_min": "#d95f02",
-    "saddle": "#7570b3",
-    "flat_channel": "#e7298a",
-    "not_converged": "#999999",
-    "diverged": "#000000",
-}
+from escapelab.report.style import (
+    B_COLORS,
+    CLASS_COLORS,
+    CONTINGENCY_COLORS,
+    OKABE_ITO,
+    finish,
+    new_figure,
+    series_color,
+)
 
 
 def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, title: str) -> Path:
@@ -31,28 +30,28 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
         [r["p_global"] - r["ci_low"] for r in rows],
         [r["ci_high"] - r["p_global"] for r in rows],
     ]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     ax.errorbar(widths, p, yerr=err, fmt="o-", color="k", capsize=3, label="measured (Wilson 95 %)")
     if not all(math.isnan(r["pred_subsets"]) for r in rows):
         ax.plot(
             widths,
             [r["pred_subsets"] for r in rows],
             "s--",
-            color="#d95f02",
+            color=OKABE_ITO["vermillion"],
             label=r"lottery, $K=\binom{m}{r^*}$ overlapping subsets",
         )
         ax.plot(
             widths,
             [r["pred_disjoint"] for r in rows],
             "^:",
-            color="#7570b3",
+            color=OKABE_ITO["blue"],
             label=r"lottery, $K=\lfloor m/r^*\rfloor$ disjoint subsets",
         )
     ax.axvline(r_star, color="0.8", lw=1, zorder=0)
     ax.set_xlabel("student width m")
     ax.set_ylabel("P(global minimum)")
     ax.set_ylim(-0.03, 1.03)
-    return _finish(fig, ax, title, path, legend_loc="lower right")
+    return finish(fig, ax, path, title=title, legend_loc="lower right")
 
 
 def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -60,7 +59,7 @@ def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) ->
     widths = sorted({r["width"] for r in records})
     pos = {w: i for i, w in enumerate(widths)}
     floor = 1e-18
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     for cls in CLASSES:
         pts = [r for r in records if r["kind"] == cls and math.isfinite(r["loss"])]
         if not pts:
@@ -73,21 +72,7 @@ def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) ->
     ax.set_xticks(range(len(widths)), [str(w) for w in widths])
     ax.set_xlabel("student width m")
     ax.set_ylabel(f"final loss (clipped at {floor:g})")
-    return _finish(fig, ax, title, path, legend_loc="best")
-
-
-def _finish(fig: Any, ax: Any, title: str, path: Path, legend_loc: str) -> Path:
-    """Title, legend, layout; save as PNG (creating the folder) and free the figure."""
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc=legend_loc)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
-CELL_COLORS = ("#1b9e77", "#e6ab02", "#d95f02", "#999999")
+    return finish(fig, ax, path, title=title, legend_loc="best")
 
 
 def plot_contingency(
@@ -95,9 +80,10 @@ def plot_contingency(
 ) -> Path:
     """Stacked fractions of the ticket x success table per width (off-diagonal cells labelled)."""
     widths = [r["width"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     bottom = [0.0] * len(rows)
-    for cell, color in zip(cells, CELL_COLORS, strict=True):
+    for k, cell in enumerate(cells):
+        color = CONTINGENCY_COLORS.get(cell, series_color(k))
         frac = [r[cell] / r["n"] for r in rows]
         ax.bar(range(len(rows)), frac, bottom=bottom, color=color, label=cell.replace("_", " "))
         for i, (f, b) in enumerate(zip(frac, bottom, strict=True)):
@@ -112,15 +98,7 @@ def plot_contingency(
     ax.set_xlabel("student width m")
     ax.set_ylabel("fraction of students")
     ax.set_ylim(0, 1.45)
-    return _finish(fig, ax, title, path, legend_loc="upper center")
-
-
-B_COLORS = {
-    "positive": "#1b9e77",
-    "negative": "#7570b3",
-    "indefinite": "#d95f02",
-    "degenerate": "#999999",
-}
+    return finish(fig, ax, path, title=title, legend_loc="upper center")
 
 
 def plot_split_spectrum(runs: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -130,7 +108,7 @@ def plot_split_spectrum(runs: list[dict[str, Any]], path: Path, title: str) -> P
     for x in runs:
         if x["embedding"] == "split":
             seen.setdefault((x["member"], x["unit"], x["gamma"]), x)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     for b_class, color in B_COLORS.items():
         pts = [x for x in seen.values() if x["b_class"] == b_class]
         if not pts:
@@ -149,13 +127,16 @@ def plot_split_spectrum(runs: list[dict[str, Any]], path: Path, title: str) -> P
     ax.set_yscale("symlog", linthresh=1e-8)
     ax.set_xlabel(r"split parameter $\gamma$")
     ax.set_ylabel("smallest Hessian eigenvalue after splitting")
-    return _finish(fig, ax, title, path, legend_loc="best")
+    return finish(fig, ax, path, title=title, legend_loc="best")
 
 
 def plot_escape_curves(runs: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Training loss after perturbing embedded points, relative to the bad minimum's loss."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for escaped, color, label in ((False, "0.6", "stayed"), (True, "#d95f02", "escaped")):
+    fig, ax = new_figure()
+    for escaped, color, label in (
+        (False, OKABE_ITO["blue"], "stayed"),
+        (True, OKABE_ITO["vermillion"], "escaped"),
+    ):
         mine = [x for x in runs if x["escaped"] == escaped and x["loss_curve"]]
         for k, x in enumerate(mine):
             rel = [v / x["source_loss"] for v in x["loss_curve"]]
@@ -173,12 +154,12 @@ def plot_escape_curves(runs: list[dict[str, Any]], path: Path, title: str) -> Pa
     ax.set_yscale("log")
     ax.set_xlabel("first-order step")
     ax.set_ylabel("loss / loss of the bad minimum")
-    return _finish(fig, ax, title, path, legend_loc="lower left")
+    return finish(fig, ax, path, title=title, legend_loc="lower left")
 
 
 def plot_minima_basins(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Each distinct bad minimum: its loss against its basin share, one colour per width."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     for row in rows:
         if row["minima_losses"]:
             ax.scatter(
@@ -190,12 +171,12 @@ def plot_minima_basins(rows: list[dict[str, Any]], path: Path, title: str) -> Pa
     ax.set_xscale("log")
     ax.set_xlabel("loss of the distinct bad minimum")
     ax.set_ylabel("basin share (fraction of seeds)")
-    return _finish(fig, ax, title, path, legend_loc="best")
+    return finish(fig, ax, path, title=title, legend_loc="best")
 
 
 def plot_index_distribution(points: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Counts of non-global critical points by Hessian index, one bar series per parameter count."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     sizes = sorted({p["n_params"] for p in points})
     indices = sorted({p["index"] for p in points}) or [0]
     width = 0.8 / max(1, len(sizes))
@@ -207,4 +188,4 @@ def plot_index_distribution(points: list[dict[str, Any]], path: Path, title: str
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(indices))], [str(i) for i in indices])
     ax.set_xlabel("Hessian index (number of negative eigenvalues)")
     ax.set_ylabel("critical points found")
-    return _finish(fig, ax, title, path, legend_loc="best")
+    return finish(fig, ax, path, title=title, legend_loc="best")

@@ -1,8 +1,9 @@
-"""Figures of loss-landscape geometry (:mod:`escapelab.landscape.geometry`), drawn with Agg.
+"""Figures of loss-landscape geometry (:mod:`escapelab.landscape.geometry`).
 
 Each function takes a result dataclass and an output path, writes a PNG (creating the folder)
-and returns the path. Loss axes and colours switch to a log scale by themselves when the
-positive losses span two decades or more (``log=None``); pass ``log`` to force either.
+and returns the path; styling comes from :mod:`escapelab.report.style`. Loss axes and colours
+switch to a log scale by themselves when the positive losses span two decades or more
+(``log=None``); pass ``log`` to force either.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import LogLocator, MaxNLocator
 
 from escapelab.landscape.geometry import Interpolation, Slice1D, Slice2D
+from escapelab.report.style import (
+    ACCURACY_COLOR,
+    HIGHLIGHT_COLOR,
+    LOSS_COLOR,
+    SEQUENTIAL_CMAP,
+    finish,
+    new_figure,
+)
 
-LOSS_COLOR = "#1f3b73"
-ACC_COLOR = "#d95f02"
-BARRIER_COLOR = "#c0392b"
 DECADES_FOR_LOG = 2.0
 
 
@@ -36,7 +38,7 @@ def plot_interpolation(
     against a right-hand axis.
     """
     t, loss = result.t.numpy(), result.loss.numpy()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     for lo, hi in ((float(t.min()), 0.0), (1.0, float(t.max()))):
         if hi > lo:
             ax.axvspan(lo, hi, color="0.93", zorder=0)
@@ -56,16 +58,16 @@ def plot_interpolation(
             "",
             xy=(result.barrier_t, base + result.barrier),
             xytext=(result.barrier_t, base),
-            arrowprops={"arrowstyle": "<->", "color": BARRIER_COLOR, "lw": 1.4},
+            arrowprops={"arrowstyle": "<->", "color": HIGHLIGHT_COLOR, "lw": 1.4},
         )
         label += f" at $t$ = {result.barrier_t:.3g}"
-    ax.plot([], [], color=BARRIER_COLOR, lw=1.4, label=label)
+    ax.plot([], [], color=HIGHLIGHT_COLOR, lw=1.4, label=label)
     _loss_scale(ax, [*loss, result.loss_a, result.loss_b], log)
     ax.set_xlabel(r"interpolation coefficient $t$   ($\theta(t) = (1-t)\theta_a + t\theta_b$)")
     ax.set_ylabel("loss")
     _accuracy_axis(ax, t, result.accuracy)
     default_title = r"Linear interpolation between $\theta_a$ and $\theta_b$"
-    return _finish(fig, ax, title or default_title, path)
+    return finish(fig, ax, path, title=title or default_title)
 
 
 def plot_slice_1d(
@@ -73,7 +75,7 @@ def plot_slice_1d(
 ) -> Path:
     """Loss vs alpha along one direction through theta, with theta (alpha = 0) marked."""
     alpha, loss = result.alpha.numpy(), result.loss.numpy()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure()
     ax.plot(alpha, loss, "-", color=LOSS_COLOR, lw=1.6, marker=".", ms=4, label="loss")
     center = f"θ  (L = {result.center_loss:.3g})"
     ax.plot([0.0], [result.center_loss], "*", color="k", ms=12, zorder=5, label=center)
@@ -81,7 +83,7 @@ def plot_slice_1d(
     ax.set_xlabel(f"α  along {_direction_kind(result.normalized)} δ   (θ + αδ)")
     ax.set_ylabel("loss")
     _accuracy_axis(ax, alpha, result.accuracy)
-    return _finish(fig, ax, title or "1-D loss slice through θ", path)
+    return finish(fig, ax, path, title=title or "1-D loss slice through θ")
 
 
 def plot_slice_2d(
@@ -94,21 +96,26 @@ def plot_slice_2d(
     """Filled contours of the loss on the (alpha, beta) plane through theta, theta marked."""
     alpha, beta = result.alpha.numpy(), result.beta.numpy()
     z = np.ma.masked_invalid(result.loss.numpy().T)  # rows follow beta (y), columns alpha (x)
-    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    fig, ax = new_figure(figsize=(6.0, 5.0))
     use_log = _spans_decades(z.compressed(), allow_zero=True) if log is None else log
     if use_log:
         lo = float(z[z > 0].min())
         hi = float(z.max())
         bounds = np.geomspace(lo, hi * (1 + 1e-9), levels + 1)
         cs = ax.contourf(
-            alpha, beta, np.ma.clip(z, lo, hi), levels=bounds, norm=LogNorm(lo, hi), cmap="viridis"
+            alpha,
+            beta,
+            np.ma.clip(z, lo, hi),
+            levels=bounds,
+            norm=LogNorm(lo, hi),
+            cmap=SEQUENTIAL_CMAP,
         )
     else:
         lo, hi = float(z.min()), float(z.max())
         if hi <= lo:
             hi = lo + max(abs(lo), 1.0) * 1e-6
         bounds = MaxNLocator(levels).tick_values(lo, hi)
-        cs = ax.contourf(alpha, beta, z, levels=bounds, cmap="viridis")
+        cs = ax.contourf(alpha, beta, z, levels=bounds, cmap=SEQUENTIAL_CMAP)
     ax.contour(alpha, beta, z, levels=bounds[::5], colors="white", linewidths=0.4, alpha=0.6)
     cbar = fig.colorbar(cs, ax=ax)
     if use_log:
@@ -121,7 +128,7 @@ def plot_slice_2d(
     ax.set_xlabel(f"α  along {kind} δ")
     ax.set_ylabel(f"β  along {kind} η")
     ax.set_aspect("auto")
-    return _finish(fig, ax, title or "2-D loss slice θ + αδ + βη", path)
+    return finish(fig, ax, path, title=title or "2-D loss slice θ + αδ + βη")
 
 
 def _direction_kind(normalized: bool) -> str:
@@ -149,19 +156,7 @@ def _accuracy_axis(ax: Any, x: np.ndarray, accuracy: Any) -> None:
     if accuracy is None:
         return
     ax2 = ax.twinx()
-    ax2.plot(x, accuracy.numpy(), ":", color=ACC_COLOR, lw=1.6)
-    ax2.set_ylabel("accuracy", color=ACC_COLOR)
-    ax2.tick_params(axis="y", colors=ACC_COLOR)
-    ax.plot([], [], ":", color=ACC_COLOR, lw=1.6, label="accuracy (right axis)")
-
-
-def _finish(fig: Any, ax: Any, title: str, path: Path | str) -> Path:
-    """Title, legend, layout; save as PNG (creating the folder) and free the figure."""
-    path = Path(path)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    ax2.plot(x, accuracy.numpy(), ":", color=ACCURACY_COLOR, lw=1.6)
+    ax2.set_ylabel("accuracy", color=ACCURACY_COLOR)
+    ax2.tick_params(axis="y", colors=ACCURACY_COLOR)
+    ax.plot([], [], ":", color=ACCURACY_COLOR, lw=1.6, label="accuracy (right axis)")

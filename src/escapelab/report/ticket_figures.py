@@ -5,19 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+from escapelab.report.style import ROLE_COLORS, finish, new_figure, series_color
 
 PERCENT_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
 
 FIXED = ("none", "reshuffle", "redraw")
-ROLE_STYLE = {
-    "ticket": ("#1b9e77", "winning ticket (IMP, rewound)"),
-    "reinit": ("#d95f02", "same mask, random re-init"),
-    "random_mask": ("#7570b3", "random mask, same layer densities"),
+ROLE_LABELS = {
+    "ticket": "winning ticket (IMP, rewound)",
+    "reinit": "same mask, random re-init",
+    "random_mask": "random mask, same layer densities",
 }
 
 
@@ -25,11 +23,12 @@ def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Test accuracy (test loss for regression data) at the early-stopping step and the
     early-stopping step itself against the fraction of weights remaining (log axis), one line
     per role with the seeds' spread."""
-    fig, (acc_ax, es_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (acc_ax, es_ax) = new_figure(1, 2, figsize=(11, 4.2))
     # classification: accuracy in %; regression (no accuracy): the test loss, on a log axis
     regression = all(r["test_acc_es"] != r["test_acc_es"] for r in rows)
     key, scale = ("test_loss_es", 1.0) if regression else ("test_acc_es", 100.0)
-    for role, (color, label) in ROLE_STYLE.items():
+    for role, label in ROLE_LABELS.items():
+        color = ROLE_COLORS[role]
         mine = sorted((r for r in rows if r["role"] == role), key=lambda r: -r["density"])
         if not mine:
             continue
@@ -64,13 +63,7 @@ def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     acc_ax.set_title(f"{what} (line: mean, band: min-max over seeds)", fontsize=9)
     es_ax.set_ylabel("early-stopping step (min validation loss)")
     es_ax.set_title("early-stopping step (mean ± sd over seeds)", fontsize=9)
-    acc_ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return finish(fig, (acc_ax, es_ax), path, title=title, legend_loc="lower left")
 
 
 def plot_perturbation(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -78,12 +71,11 @@ def plot_perturbation(rows: list[dict[str, Any]], path: Path) -> Path:
     network's largest weights or units with the ticket, against the perturbation's size; one
     column per perturbation kind, one line per ticket kind and problem."""
     columns = [("scale", "scale alpha of the rest"), ("noise", "noise sigma (init units)")]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey="row")
+    fig, axes = new_figure(2, 3, figsize=(13, 7), sharey="row")
     series = list(dict.fromkeys((r["level"], r["problem"]) for r in rows))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for s, (level, problem) in enumerate(series):
         mine = [r for r in rows if r["level"] == level and r["problem"] == problem]
-        style = {"color": colors[s % len(colors)], "capsize": 3, "ms": 4}
+        style = {"color": series_color(s), "capsize": 3, "ms": 4}
         label = f"{level}: {problem}"
         for c, (kind, _) in enumerate(columns):
             pts = sorted((r for r in mine if r["perturbation"] == kind), key=lambda r: r["size"])
@@ -111,13 +103,8 @@ def plot_perturbation(rows: list[dict[str, Any]], path: Path) -> Path:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylim(-0.03, 1.03)
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle("E3: do winning tickets keep winning when the rest of the network is perturbed?")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    title = "E3: do winning tickets keep winning when the rest of the network is perturbed?"
+    return finish(fig, axes, path, title=title)
 
 
 def _rate_bars(ax: Any, x: list[float], rows: list[dict[str, Any]], **style: Any) -> None:

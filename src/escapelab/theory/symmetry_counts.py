@@ -33,20 +33,20 @@ subspaces consist of critical points (the splitting argument of Fukumizu & Amari
 at smaller widths. Neither model counts further zero-loss pieces: groups of units (possible for
 m >= r* + 2) that share a free incoming weight and have output weights summing to zero, or the sign
 flips of odd activations.
+
+Everything here is exact integer arithmetic, without plotting: :func:`counts_table` computes what
+``escapelab counts`` prints, and :mod:`escapelab.report.counts` draws and writes it.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from escapelab.config import SpecError
 
 Equation = tuple[str, int | frozenset[int], int]
 
@@ -169,46 +169,63 @@ def symmetry_table(
     return rows
 
 
-def plot_symmetry_counts(
-    r_stars: Sequence[int],
-    widths: Sequence[int],
-    path: Path | str,
-    *,
-    zero_output: bool = True,
-) -> Path:
-    """Plot sum_{r<r*} G(r, m) / T(r*, m) against m (log y), one curve per r*; write a PNG.
+@dataclass(frozen=True)
+class CountsTable:
+    """The result of :func:`counts_table`: its inputs, the crossover per r* and the rows.
 
-    Each curve uses the widths >= r*; a star marks the crossover width when it lies in the range.
+    ``rows`` holds, for each r* in the order given, one row per width m = r* .. max(max_width, r*)
+    with the keys r_star, crossover, then those of :func:`symmetry_table` (m, T, G, ratio,
+    log10_T, log10_G, log10_ratio). ``crossovers`` maps each r* to :func:`crossover_width`.
     """
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    colors = plt.get_cmap("viridis")
-    for index, r_star in enumerate(r_stars):
-        rows = symmetry_table(r_star, [m for m in widths if m >= r_star], zero_output=zero_output)
-        m_cross = crossover_width(r_star, zero_output=zero_output)
-        color = colors(index / max(len(r_stars) - 1, 1) * 0.9)
-        ax.plot(
-            [row["m"] for row in rows],
-            [row["ratio"] for row in rows],
-            "o-",
-            ms=3.5,
-            color=color,
-            label=f"$r^*={r_star}$, crossover $m={m_cross}$",
-        )
-        cross = [row for row in rows if row["m"] == m_cross]
-        if cross:
-            ax.plot(m_cross, cross[0]["ratio"], "*", ms=14, color=color, mec="k", zorder=3)
-    ax.axhline(1.0, color="k", ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.text(0.98, 0.97, "saddle subspaces dominate", transform=ax.transAxes, ha="right", va="top")
-    ax.text(0.02, 0.03, "global-minimum subspaces dominate", transform=ax.transAxes, va="bottom")
-    ax.set_xlabel("student width m")
-    ax.set_ylabel(r"saddle / global subspaces  $\Sigma_{r<r^*} G(r,m)\,/\,T(r^*,m)$")
-    model = "with zero-output units" if zero_output else "duplication only"
-    ax.set_title(f"Symmetry-induced subspace counts (Şimşek et al. 2021)\nG: {model}", fontsize=11)
-    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 0.08), fontsize=8, title="star: crossover")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+
+    r_stars: tuple[int, ...]
+    max_width: int
+    zero_output: bool
+    crossovers: dict[int, int]
+    rows: list[dict[str, int | float]]
+
+    @property
+    def widths(self) -> list[int]:
+        """The width axis of the figure: 2 .. max_width (each curve keeps its m >= r*)."""
+        return list(range(2, self.max_width + 1))
+
+
+def counts_table(
+    r_stars: Iterable[int], max_width: int, *, zero_output: bool = True
+) -> CountsTable:
+    """Subspace counts T(r*, m), G and their ratio for several teacher widths r* (E5's table).
+
+    What ``escapelab counts`` prints and writes: for each r* (>= 2, order and repeats kept) the
+    widths m = r* .. max(max_width, r*) and the crossover width. Raises :class:`SpecError`
+    (a ValueError) naming ``r_stars`` or ``max_width`` when one is not an integer >= 2, before
+    any counting.
+    """
+    teachers = tuple(r_stars)
+    if not teachers:
+        raise SpecError("r_stars", "give at least one teacher width")
+    if not all(isinstance(r, int) and not isinstance(r, bool) for r in teachers):
+        raise SpecError("r_stars", f"teacher widths must be integers, got {list(teachers)!r}")
+    if min(teachers) < 2:
+        raise SpecError("r_stars", "teacher widths must be >= 2 (r* = 1 has no narrower network)")
+    if not isinstance(max_width, int) or isinstance(max_width, bool) or max_width < 2:
+        raise SpecError("max_width", f"must be an integer >= 2, got {max_width!r}")
+    crossovers = {r: crossover_width(r, zero_output=zero_output) for r in dict.fromkeys(teachers)}
+    rows: list[dict[str, int | float]] = []
+    for r_star in teachers:
+        widths = range(r_star, max(max_width, r_star) + 1)
+        for row in symmetry_table(r_star, widths, zero_output=zero_output):
+            rows.append({"r_star": r_star, "crossover": crossovers[r_star], **row})
+    return CountsTable(teachers, max_width, zero_output, crossovers, rows)
+
+
+__all__ = [
+    "CountsTable",
+    "brute_force_count",
+    "count_critical_subspaces",
+    "count_global_subspaces",
+    "count_saddle_subspaces",
+    "counts_table",
+    "crossover_width",
+    "stirling2",
+    "symmetry_table",
+]
