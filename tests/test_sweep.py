@@ -161,6 +161,7 @@ def test_cli_run_list_show_export(tmp_path: Path) -> None:
     assert spec_hash in listing.output
     shown = runner.invoke(main, ["show", spec_hash[:6], "--store", str(store)])
     assert shown.exit_code == 0 and '"seeds": 3' in shown.output
+    assert 'named by (its fields that differ from the defaults): {"student": {' in shown.output
     csv_path = tmp_path / "rec.csv"
     exported = runner.invoke(
         main, ["export", spec_hash, "--store", str(store), "--out", str(csv_path)]
