@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+
 import pytest
 
-from escapelab.config import SpecError, build, load_config_file, parse_assignments, spec_hash
+from escapelab.config import (
+    SpecError,
+    build,
+    load_config_file,
+    parse_assignments,
+    science,
+    spec_hash,
+)
+from escapelab.experiments.common import StudentSpec
 from escapelab.experiments.width_sweep import WidthSweepSpec
 
 
@@ -15,6 +27,79 @@ def test_defaults_build_and_hash_is_stable() -> None:
     assert len(spec_hash("width-sweep", a)) == 16
     c = build(WidthSweepSpec, {"student": {"seeds": 7}})
     assert spec_hash("width-sweep", c) != spec_hash("width-sweep", a)
+
+
+# Known names: a run's hash is the name of its results in every store, so these must never
+# change. If one does, stored runs lose their name: add a store migration, then update the pin.
+PINNED_DEFAULT_HASHES = {
+    "width-sweep": "9d48a8fb2a9f19dc",
+    "subnetworks": "563fd10f7a73d587",
+    "escape": "f8f23903965c0ece",
+    "minima-census": "3c3acb1788ada90e",
+    "lottery": "4595c6d1f331e124",
+    "ticket-perturbation": "135828ef34fbb312",
+}
+
+
+def test_pinned_hashes_of_the_default_specs() -> None:
+    from escapelab.experiments import EXPERIMENTS
+
+    assert set(PINNED_DEFAULT_HASHES) == set(EXPERIMENTS)
+    for name, exp in EXPERIMENTS.items():
+        spec = build(exp.spec_type, {})
+        assert science(spec) == {}, name
+        text = json.dumps({"experiment": name, "spec": {}}, sort_keys=True, separators=(",", ":"))
+        assert spec_hash(name, spec) == hashlib.sha256(text.encode()).hexdigest()[:16]
+        assert spec_hash(name, spec) == PINNED_DEFAULT_HASHES[name], name
+
+
+def test_pinned_hashes_of_non_default_specs() -> None:
+    spec = build(WidthSweepSpec, {"teacher": {"width": 3}})
+    assert science(spec) == {"teacher": {"width": 3}}
+    assert spec_hash("width-sweep", spec) == "43b4a9a2e16da069"
+    widths = [build(WidthSweepSpec, {"student": {"widths": w}}) for w in ("7,6", "6,7", "6,7,7")]
+    assert [s.student.widths for s in widths] == [(6, 7)] * 3
+    assert {spec_hash("width-sweep", s) for s in widths} == {"c82a2c010d3410fb"}
+    assert science(widths[0]) == {"student": {"widths": [6, 7]}}
+
+
+def test_hash_covers_the_science_only() -> None:
+    """Execution options and values equal to the defaults leave the name alone; science moves it."""
+    base = spec_hash("width-sweep", build(WidthSweepSpec, {}))
+    for data in (
+        {"seeds_per_task": 3},
+        {"teacher": {"width": 4}},  # the default, set explicitly
+        {"train": {"max_norm": 1000}},  # 1e3, written another way
+        {"student": {"widths": "12,10,8,7,6,5,4,4"}},
+    ):
+        assert spec_hash("width-sweep", build(WidthSweepSpec, data)) == base, data
+    assert spec_hash("width-sweep", build(WidthSweepSpec, {"student": {"seeds": 7}})) != base
+    a = build(WidthSweepSpec, {"student": {"seeds": 7}, "seeds_per_task": 2})
+    b = build(WidthSweepSpec, {"student": {"seeds": 7}, "seeds_per_task": 5})
+    assert spec_hash("width-sweep", a) == spec_hash("width-sweep", b)
+    assert science(a) == {"student": {"seeds": 7}}
+    # a spec object made by hand is canonical too
+    by_hand = dataclasses.replace(
+        build(WidthSweepSpec, {}), student=StudentSpec(widths=(7, 6, 7)), seeds_per_task=9
+    )
+    assert spec_hash("width-sweep", by_hand) == "c82a2c010d3410fb"
+
+
+def test_nested_sections_compare_against_the_parents_defaults() -> None:
+    from escapelab.experiments.subnetworks import SubnetworkSpec
+    from escapelab.experiments.ticket_perturbation import TicketPerturbationSpec
+
+    # the subnetworks teacher defaults to width 5: width 4 is a change there, not elsewhere
+    assert build(SubnetworkSpec, {}).teacher.width == 5
+    assert science(build(SubnetworkSpec, {"teacher": {"width": 4}})) == {"teacher": {"width": 4}}
+    assert science(build(SubnetworkSpec, {"teacher": {"width": 5}})) == {}
+    # execution options are left out at any depth
+    data = {
+        "neuron": {"seeds_per_task": 2, "student": {"seeds": 3}},
+        "weight": {"seeds_per_task": 3},
+    }
+    spec = build(TicketPerturbationSpec, data)
+    assert science(spec) == {"neuron": {"student": {"seeds": 3}}}
 
 
 def test_strings_from_the_command_line_are_coerced() -> None:

@@ -15,7 +15,9 @@ from click.testing import CliRunner
 
 import escapelab
 from escapelab.cli import main
+from escapelab.experiments.base import Task
 from escapelab.runner.store import DB_NAME
+from escapelab.runner.sweep import seed_range, uncovered_tasks
 
 TINY = {
     "student": {"widths": [4, 5], "seeds": 6},
@@ -159,6 +161,7 @@ def test_cli_run_list_show_export(tmp_path: Path) -> None:
     assert spec_hash in listing.output
     shown = runner.invoke(main, ["show", spec_hash[:6], "--store", str(store)])
     assert shown.exit_code == 0 and '"seeds": 3' in shown.output
+    assert 'named by (its fields that differ from the defaults): {"student": {' in shown.output
     csv_path = tmp_path / "rec.csv"
     exported = runner.invoke(
         main, ["export", spec_hash, "--store", str(store), "--out", str(csv_path)]
@@ -182,3 +185,68 @@ def test_cli_symmetry_counts(tmp_path: Path) -> None:
     assert (tmp_path / "symmetry_counts.png").stat().st_size > 0
     bad = runner.invoke(main, ["counts", "--r-star", "1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and not (tmp_path / "x").exists()
+
+
+def _block(group: str, lo: int, hi: int, **params: object) -> Task:
+    return Task(f"{group}/seeds={lo:05d}-{hi - 1:05d}", {**params, "lo": lo, "hi": hi})
+
+
+def test_stored_seeds_are_judged_by_coverage_not_by_key() -> None:
+    planned = [_block("m=0004", 0, 48, m=4), _block("m=0005", 0, 48, m=5)]
+    stored = {"m=0004/seeds=00000-00015", "m=0004/seeds=00032-00047", "other/seeds=00000-00047"}
+    todo, skipped = uncovered_tasks(planned, stored)
+    assert skipped == 0
+    assert todo[0] == Task("m=0004/seeds=00016-00031", {"m": 4, "lo": 16, "hi": 32})
+    assert todo[1] is planned[1]  # nothing of m=5 stored: the task runs unchanged
+    assert seed_range(todo[0].key) == ("m=0004", 16, 32)
+    # finer blocks cover a coarse task; a coarse block covers finer tasks; gaps split a task
+    fine = {f"m=0004/seeds={lo:05d}-{lo + 1:05d}" for lo in range(0, 48, 2)}
+    assert uncovered_tasks(planned[:1], fine) == ([], 1)
+    coarse = [_block("m=0004", lo, lo + 3, m=4) for lo in range(0, 12, 3)]
+    assert uncovered_tasks(coarse, {"m=0004/seeds=00000-00011"}) == ([], 4)
+    gappy = {"m=0004/seeds=00002-00003", "m=0004/seeds=00006-00009"}
+    todo, _ = uncovered_tasks([_block("m=0004", 0, 12, m=4)], gappy)
+    assert [(t.params["lo"], t.params["hi"]) for t in todo] == [(0, 2), (4, 6), (10, 12)]
+    # keys of another form keep the exact-key rule
+    plain = [Task("data=mnist1d"), Task("data=digits")]
+    assert uncovered_tasks(plain, {"data=mnist1d"}) == ([plain[1]], 1)
+
+
+TINY_2 = {
+    "teacher": {"width": 2},
+    "student": {"widths": [2, 3], "seeds": 4},
+    "train": {"steps": 200, "refine_steps": 5},
+}
+
+
+def test_another_task_tiling_reuses_the_stored_seeds(tmp_path: Path) -> None:
+    """seeds_per_task is not in the hash: a rerun with other blocks runs only the missing seeds."""
+    store = tmp_path / "a"
+    first = escapelab.run(
+        "width-sweep", {**TINY_2, "seeds_per_task": 2}, store=store, progress=False
+    )
+    assert first.tasks_run == 4
+    again = escapelab.run(
+        "width-sweep", {**TINY_2, "seeds_per_task": 0}, store=store, progress=False
+    )
+    assert again.spec_hash == first.spec_hash
+    assert (again.tasks_run, again.tasks_skipped) == (0, 2)
+    assert again.records == first.records
+    members = [(r["width"], r["member"]) for r in again.records]
+    assert sorted(members) == [(m, i) for m in (2, 3) for i in range(4)]
+    # a store missing one block of width 2 runs just that block, under its own key
+    with sqlite3.connect(store / DB_NAME) as conn:
+        conn.execute("DELETE FROM tasks WHERE key = 'm=0002/seeds=00002-00003'")
+    refill = escapelab.run("width-sweep", TINY_2, store=store, progress=False)
+    assert (refill.tasks_run, refill.tasks_skipped) == (1, 1)
+    assert escapelab.Store(store).done_keys(refill.spec_hash) == {
+        f"m={m:04d}/seeds={lo:05d}-{lo + 1:05d}" for m in (2, 3) for lo in (0, 2)
+    }
+    assert _science(refill.records) == _science(first.records)
+    # and the same science run in one block per width, from scratch, gives the same records
+    whole = escapelab.run("width-sweep", TINY_2, store=tmp_path / "b", progress=False)
+    assert whole.tasks_run == 2
+    strip = [{k: v for k, v in r.items() if k != "task"} for r in whole.records]
+    assert _science(strip) == _science(
+        [{k: v for k, v in r.items() if k != "task"} for r in first.records]
+    )

@@ -22,6 +22,7 @@ from escapelab.config import (
     merge,
     parse_assignments,
     parse_sequence,
+    science,
 )
 from escapelab.experiments import EXPERIMENTS, get_experiment
 from escapelab.report.tables import markdown_table
@@ -159,11 +160,12 @@ def list_cmd(store: Path) -> None:
 @store_option
 @user_errors
 def show(hash_prefix: str, store: Path) -> None:
-    """Show an experiment's spec and summary table."""
+    """Show an experiment's spec and summary table (HASH_PREFIX: its hash or an old one)."""
     db = Store(store)
     row = db.find(hash_prefix)
     exp, spec, _ = prepare(row.name, row.spec)
     click.echo(f"{row.name} {row.hash} (escapelab {row.version}, {row.tasks_done} tasks done)")
+    click.echo(f"named by (its fields that differ from the defaults): {json.dumps(science(spec))}")
     click.echo(json.dumps(row.spec, indent=2))
     click.echo(markdown_table(exp.summarize(spec, db.records(row.hash))))
 

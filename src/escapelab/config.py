@@ -1,10 +1,12 @@
 """Validated experiment specifications: frozen dataclasses built from plain dicts.
 
 A spec is a frozen dataclass whose fields carry their constraints in ``metadata`` (``ge``, ``gt``,
-``le``, ``help``). :func:`build` turns a nested dict (from a JSON/TOML file and ``--set key=value``
-overrides) into a spec, coercing strings the way a command line needs and raising
-:class:`SpecError`, which names the offending field and what is allowed. The spec's canonical JSON
-gives its stable hash (:func:`spec_hash`), the name of its results in the store.
+``le``, ``help``, and the flags ``execution`` and ``unordered``). :func:`build` turns a nested dict
+(from a JSON/TOML file and ``--set key=value`` overrides) into a spec, coercing strings the way a
+command line needs and raising :class:`SpecError`, which names the offending field and what is
+allowed. The spec's science -- what it sets differently from the experiment's defaults
+(:func:`science`) -- gives its stable hash (:func:`spec_hash`), the name of its results in the
+store.
 """
 
 from __future__ import annotations
@@ -43,10 +45,28 @@ def constraint(
     lt: float | None = None,
     help: str = "",
     empty: bool = False,
+    execution: bool = False,
+    unordered: bool = False,
 ) -> dict[str, Any]:
     """Field metadata: bounds checked by :func:`build` (on each element, for tuples);
-    ``empty`` lets a tuple field be empty."""
-    return {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help, "empty": empty}
+    ``empty`` lets a tuple field be empty.
+
+    ``execution`` marks an execution option (how the work is split or run, e.g.
+    ``seeds_per_task``): it cannot change any record, so :func:`spec_hash` leaves it out and runs
+    that differ only there share their name and their stored results. ``unordered`` marks a tuple
+    that is a set (e.g. the student widths): :func:`build` sorts it and drops repeats, so
+    ``7,6``, ``6,7`` and ``6,7,7`` give the same spec and the same hash.
+    """
+    return {
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "help": help,
+        "empty": empty,
+        "execution": execution,
+        "unordered": unordered,
+    }
 
 
 def _fail(path: str, expected: str, value: object) -> SpecError:
@@ -148,7 +168,10 @@ def _coerce(value: object, tp: Any, path: str, meta: Mapping[str, Any]) -> objec
         if len(args) == 2 and args[1] is Ellipsis:
             if not items and not meta.get("empty"):
                 raise SpecError(path, "must not be empty")
-            return tuple(_coerce(v, args[0], f"{path}[{i}]", meta) for i, v in enumerate(items))
+            out_items = tuple(
+                _coerce(v, args[0], f"{path}[{i}]", meta) for i, v in enumerate(items)
+            )
+            return _canonical_set(out_items) if meta.get("unordered") else out_items
         if len(items) != len(args):
             raise _fail(path, f"{len(args)} values", value)
         return tuple(
@@ -217,10 +240,71 @@ def to_dict(spec: object) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(spec)))  # type: ignore[call-overload]
 
 
+def _canonical_set(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An ``unordered`` tuple in its one canonical form: sorted, without repeats."""
+    return tuple(sorted(set(items)))
+
+
+def _jsonable(value: object) -> Any:
+    """A field value as plain JSON-ready data (nested specs as dicts, tuples as lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    return json.loads(json.dumps(value))
+
+
+def _science(spec: object, default: object) -> dict[str, Any]:
+    """The fields of ``spec`` that differ from ``default`` (a spec of the same type), recursing
+    into nested sections, without execution options."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):  # type: ignore[arg-type]
+        if f.metadata.get("execution"):
+            continue
+        value, base = getattr(spec, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if type(base) is not type(value):
+                # a section where the default has none (or another type): set in full, relative
+                # to that section type's own defaults, and present even when those are all kept
+                base = build(type(value), {})
+                out[f.name] = _science(value, base)
+                continue
+            nested = _science(value, base)
+            if nested:
+                out[f.name] = nested
+        elif value != base:
+            out[f.name] = _jsonable(value)
+    return out
+
+
+def science(spec: object) -> dict[str, Any]:
+    """What names a run: the fields of ``spec`` that differ from its type's default spec.
+
+    Recursively, a field is kept when its value differs from the one in ``build(type(spec), {})``,
+    so a nested section compares against the section default its parent gives (e.g. the teacher
+    of a SubnetworkSpec against ``TeacherSpec(width=5)``, not against ``TeacherSpec()``); a
+    section that keeps all its defaults is left out. Execution options (``execution=True``) are
+    always left out. The spec is first rebuilt from its plain data, so a spec object made by hand
+    is canonical too (``unordered`` tuples sorted and unique, integers in float fields as
+    floats). The default spec gives ``{}``. The result is JSON-ready and shows a user exactly
+    what tells their run apart from the defaults.
+    """
+    cls = type(spec)
+    return _science(build(cls, to_dict(spec)), build(cls, {}))
+
+
 def spec_hash(experiment: str, spec: object) -> str:
-    """A stable 16-hex-digit name for (experiment, spec): sha256 of the canonical JSON."""
+    """A stable 16-hex-digit name for (experiment, spec): the first 16 hex digits of the
+    sha256 of the canonical JSON (sorted keys, no spaces) of
+    ``{"experiment": experiment, "spec": science(spec)}``.
+
+    Contract: only the science names a run. Adding a field with a default does not rename any
+    run, and execution options (``seeds_per_task``, and never workers or device, which are not in
+    a spec) do not either. The flip side: a field's default value is part of the name of every run
+    that keeps it, so a default must never change without a store migration (runs stored under
+    the old default would otherwise silently take the name of runs with the new one). The
+    default spec of every experiment hashes ``{"experiment": name, "spec": {}}``.
+    """
     text = json.dumps(
-        {"experiment": experiment, "spec": to_dict(spec)}, sort_keys=True, separators=(",", ":")
+        {"experiment": experiment, "spec": science(spec)}, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -46,7 +46,9 @@ class LotterySpec:
     imp: IMPConfig = field(default_factory=IMPConfig)
     seeds: int = field(default=4, metadata=constraint(ge=1, help="networks per dataset"))
     seed: int = 0
-    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: all seeds"))
+    seeds_per_task: int = field(
+        default=0, metadata=constraint(ge=0, execution=True, help="0: all seeds")
+    )
 
     def __post_init__(self) -> None:
         if not self.data.datasets:

@@ -4,6 +4,13 @@ Each experiment is a row (name, spec JSON, stable hash, package version); each f
 row holding all its records as JSON, written in one transaction. A sweep killed at any moment
 leaves only whole tasks behind, and re-running the same spec skips the tasks already stored.
 Nothing is ever unpickled: records are JSON.
+
+The store carries a schema version (``PRAGMA user_version``). Stores of version 0 were written
+when a run's hash covered every field of its spec; opening one (to read or write) migrates it
+once, in one transaction: every experiment takes its science hash (:func:`escapelab.config.
+spec_hash`), its tasks and its directory ``<store>/<hash>/`` follow, and the ``aliases`` table
+records ``old -> new`` so that old names (in notes, papers, shell history) still resolve through
+:meth:`Store.find`.
 """
 
 from __future__ import annotations
@@ -12,13 +19,16 @@ import csv
 import json
 import sqlite3
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DB_NAME = "escapelab.sqlite"
+# 0: hashes of the full spec; 1: science hashes (execution options and defaults left out), aliases
+SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -38,7 +48,33 @@ CREATE TABLE IF NOT EXISTS tasks (
     version TEXT NOT NULL,
     PRIMARY KEY (hash, key)
 );
+CREATE TABLE IF NOT EXISTS aliases (
+    old TEXT PRIMARY KEY,
+    new TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
+
+
+class StoreMigrationWarning(UserWarning):
+    """A stored experiment the migration could not rename (it keeps its old hash)."""
+
+
+@dataclass(frozen=True)
+class HashMigration:
+    """What the migration did with one stored experiment.
+
+    ``status``: ``renamed`` (now under ``new``; ``old`` is an alias), ``kept`` (its new hash
+    already names another stored experiment with the same science, so it keeps ``old`` and the
+    two are not merged), ``unbuildable`` (its spec no longer builds; left untouched, ``new`` is
+    None) or ``unchanged``.
+    """
+
+    old: str
+    new: str | None
+    experiment: str
+    status: Literal["renamed", "kept", "unbuildable", "unchanged"]
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,19 +96,124 @@ class Store:
         self.root = Path(root)
         self.path = self.root / DB_NAME
 
-    @contextmanager
-    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def _open(self, write: bool) -> sqlite3.Connection:
         if write:
             self.root.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise LookupError(f"no store at {self.root} (run an experiment first)")
         conn = sqlite3.connect(self.path, timeout=30)
+        conn.executescript(_SCHEMA)
+        return conn
+
+    @contextmanager
+    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        conn = self._open(write)
         try:
-            conn.executescript(_SCHEMA)
+            self._upgrade(conn)
             with conn:
                 yield conn
         finally:
             conn.close()
+
+    def migrate(self) -> list[HashMigration]:
+        """Bring the store to the current schema now (any open does it too): what changed.
+
+        Idempotent: a store already at :data:`SCHEMA_VERSION` is left alone and gives ``[]``.
+        """
+        conn = self._open(write=True)
+        try:
+            return self._upgrade(conn)
+        finally:
+            conn.close()
+
+    def _upgrade(self, conn: sqlite3.Connection) -> list[HashMigration]:
+        """Migrate an older store in one transaction; warn about every experiment not renamed."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return []
+        moved: list[tuple[Path, Path]] = []
+        conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; others wait, then see it done
+        try:
+            report: list[HashMigration] = []
+            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+                report = self._to_science_hashes(conn, moved)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            for old_dir, new_dir in reversed(moved):  # best effort: the store is unchanged
+                if new_dir.is_dir() and not old_dir.exists():
+                    new_dir.rename(old_dir)
+            raise
+        for item in report:
+            if item.status in ("kept", "unbuildable"):
+                warnings.warn(item.message, StoreMigrationWarning, stacklevel=4)
+        return report
+
+    def _to_science_hashes(
+        self, conn: sqlite3.Connection, moved: list[tuple[Path, Path]]
+    ) -> list[HashMigration]:
+        """Schema 0 -> 1: rename every experiment (tasks, directory) to its science hash.
+
+        Oldest first: when two experiments share their science (they differed only in execution
+        options, width order or fields equal to their defaults), the oldest takes the new hash.
+        Directories move before the commit, so a crash in between leaves them where a rerun of
+        the migration (which recomputes the same renames) expects them.
+        """
+        from escapelab.config import build, spec_hash
+        from escapelab.experiments import get_experiment
+
+        rows = conn.execute(
+            "SELECT hash, name, spec FROM experiments ORDER BY created, hash"
+        ).fetchall()
+        taken = {old for old, _, _ in rows}
+        report = []
+        for old, name, spec_json in rows:
+            try:
+                spec = build(get_experiment(name).spec_type, json.loads(spec_json))
+                new = spec_hash(name, spec)
+            except Exception as err:  # whatever the cause, a migration must not fail a store
+                report.append(
+                    HashMigration(
+                        old,
+                        None,
+                        name,
+                        "unbuildable",
+                        f"store {self.root}: {name} {old} keeps its old hash, its spec no longer "
+                        f"builds ({err})",
+                    )
+                )
+                continue
+            if new == old:
+                report.append(HashMigration(old, new, name, "unchanged"))
+                continue
+            if new in taken:
+                report.append(
+                    HashMigration(
+                        old,
+                        new,
+                        name,
+                        "kept",
+                        f"store {self.root}: {name} {old} has the same science as the "
+                        f"experiment now named {new}; it keeps its old hash (the two are not "
+                        "merged)",
+                    )
+                )
+                continue
+            conn.execute("UPDATE experiments SET hash = ? WHERE hash = ?", (new, old))
+            conn.execute("UPDATE tasks SET hash = ? WHERE hash = ?", (new, old))
+            conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (old, new, time.time()))
+            taken.discard(old)
+            taken.add(new)
+            message = ""
+            old_dir, new_dir = self.root / old, self.root / new
+            if old_dir.is_dir():
+                if new_dir.exists():
+                    message = f"{old_dir} left in place: {new_dir} exists"
+                else:
+                    old_dir.rename(new_dir)
+                    moved.append((old_dir, new_dir))
+            report.append(HashMigration(old, new, name, "renamed", message))
+        return report
 
     def register(self, name: str, spec: dict[str, Any], spec_hash: str, version: str) -> None:
         """Record an experiment (idempotent: the same hash is stored once)."""
@@ -123,9 +264,18 @@ class Store:
             ).fetchall()
         return [ExperimentRow(h, n, json.loads(s), v, c, k) for h, n, s, v, c, k in rows]
 
+    def aliases(self) -> dict[str, str]:
+        """Old hashes (from before a migration) and the hash each experiment has now."""
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT old, new FROM aliases").fetchall())
+
     def find(self, prefix: str) -> ExperimentRow:
-        """The experiment whose hash starts with ``prefix``; LookupError if none or several."""
-        matches = [e for e in self.experiments() if e.hash.startswith(prefix)]
+        """The experiment whose hash, or old hash (an alias), starts with ``prefix``;
+        LookupError if none or several."""
+        experiments = self.experiments()
+        hits = {e.hash for e in experiments if e.hash.startswith(prefix)}
+        hits |= {new for old, new in self.aliases().items() if old.startswith(prefix)}
+        matches = [e for e in experiments if e.hash in hits]
         if not matches:
             raise LookupError(f"no experiment in {self.root} has a hash starting with {prefix!r}")
         if len(matches) > 1:

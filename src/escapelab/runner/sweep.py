@@ -3,11 +3,16 @@
 Workers (local processes) only compute records; this driver is the store's single writer and
 commits every finished task in its own transaction, so a sweep killed at any point loses at most
 the tasks in flight, and running it again finishes the rest without duplicating anything.
+
+What is stored is judged by seed coverage, not by task key: ``seeds_per_task`` is an execution
+option (not part of the hash), so one run may be stored in blocks of one size and resumed in
+blocks of another; see :func:`uncovered_tasks`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -38,6 +43,81 @@ class RunOutcome:
     tasks_run: int
     tasks_skipped: int
     store: Path
+
+
+_SEEDS = re.compile(r"^(?P<group>.+)/seeds=(?P<lo>\d+)-(?P<last>\d+)$")
+
+
+def seed_range(key: str) -> tuple[str, int, int] | None:
+    """(group, lo, hi) of a seed-block key ``{group}/seeds={lo:05d}-{hi-1:05d}`` (``hi``
+    exclusive, as in the task's params); None for a key of another form."""
+    match = _SEEDS.match(key)
+    if match is None:
+        return None
+    return match["group"], int(match["lo"]), int(match["last"]) + 1
+
+
+def seed_block_key(group: str, lo: int, hi: int) -> str:
+    """The key of the task running seeds lo..hi-1 of ``group`` (the inverse of seed_range)."""
+    return f"{group}/seeds={lo:05d}-{hi - 1:05d}"
+
+
+def _gaps(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The maximal sub-ranges of [lo, hi) that no range in ``covered`` contains."""
+    gaps, start = [], lo
+    for a, b in sorted(covered):
+        if b <= start or a >= hi:
+            continue
+        if a > start:
+            gaps.append((start, a))
+        start = max(start, b)
+        if start >= hi:
+            break
+    if start < hi:
+        gaps.append((start, hi))
+    return gaps
+
+
+def uncovered_tasks(tasks: list[Task], done: set[str]) -> tuple[list[Task], int]:
+    """The work left of ``tasks`` given the keys of the stored tasks, and how many planned tasks
+    are stored in full.
+
+    A planned seed-block task (key ``{group}/seeds=LO-HI`` and params ``lo``/``hi``) runs only
+    its seeds that no stored task of the same group covers, whatever blocks stored them: it is
+    skipped when all are covered, kept unchanged when none are, and otherwise split into one task
+    per uncovered contiguous range (key rebuilt with :func:`seed_block_key`, params with the new
+    ``lo``/``hi``). This is sound because a member's results depend only on its seed, never on
+    the block it runs in. Any other task is skipped exactly when its key is stored.
+    """
+    covered: dict[str, list[tuple[int, int]]] = {}
+    for key in done:
+        parsed = seed_range(key)
+        if parsed is not None:
+            covered.setdefault(parsed[0], []).append(parsed[1:])
+    todo: list[Task] = []
+    skipped = 0
+    for task in tasks:
+        parsed = seed_range(task.key)
+        if parsed is None or (task.params.get("lo"), task.params.get("hi")) != parsed[1:]:
+            if task.key in done:
+                skipped += 1
+            else:
+                todo.append(task)
+            continue
+        group, lo, hi = parsed
+        gaps = _gaps(lo, hi, covered.get(group, []))
+        if not gaps:
+            skipped += 1
+        elif gaps == [(lo, hi)]:
+            todo.append(task)
+        else:
+            todo.extend(
+                replace(
+                    task, key=seed_block_key(group, a, b), params={**task.params, "lo": a, "hi": b}
+                )
+                for a, b in gaps
+            )
+    return todo, skipped
 
 
 def _worker_init() -> None:
@@ -73,24 +153,27 @@ def run(
     device: str = "auto",
     progress: bool = True,
 ) -> RunOutcome:
-    """Run experiment ``name`` with ``spec`` (dict or spec object), resuming from ``store``."""
+    """Run experiment ``name`` with ``spec`` (dict or spec object), resuming from ``store``.
+
+    Only the seeds the store does not hold yet are run (:func:`uncovered_tasks`), so
+    ``tasks_run`` counts the tasks actually run (a planned task partly stored runs as the pieces
+    it lacks) and ``tasks_skipped`` the planned tasks stored in full.
+    """
     exp, spec_obj, h = prepare(name, spec)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     device_name = str(resolve_device(device))
     db = Store(store)
     spec_data = to_dict(spec_obj)
-    tasks = exp.tasks(spec_obj)
-    done = db.done_keys(h)
+    left, skipped = uncovered_tasks(exp.tasks(spec_obj), db.done_keys(h))
     todo = [
         replace(t, checkpoint_dir=str(db.root / h / "checkpoints" / t.key.replace("/", "__")))
-        for t in tasks
-        if t.key not in done
+        for t in left
     ]
     db.register(name, spec_data, h, __version__)
     bar = tqdm(
-        total=len(tasks),
-        initial=len(tasks) - len(todo),
+        total=skipped + len(todo),
+        initial=skipped,
         disable=not progress,
         desc=f"{name} {h[:8]}",
         unit="task",
@@ -121,7 +204,7 @@ def run(
         records,
         exp.summarize(spec_obj, records),
         len(todo),
-        len(tasks) - len(todo),
+        skipped,
         db.root,
     )
 

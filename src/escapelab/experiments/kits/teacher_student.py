@@ -62,7 +62,9 @@ class TeacherSpec:
 class StudentSpec:
     """The students: ``seeds`` independent initializations at every width in ``widths``."""
 
-    widths: tuple[int, ...] = field(default=(4, 5, 6, 7, 8, 10, 12), metadata=constraint(ge=1))
+    widths: tuple[int, ...] = field(
+        default=(4, 5, 6, 7, 8, 10, 12), metadata=constraint(ge=1, unordered=True)
+    )
     seeds: int = field(default=48, metadata=constraint(ge=1, help="members per width"))
     init: Literal["glorot", "he", "normal"] = "glorot"
     init_scale: float = field(default=1.0, metadata=constraint(gt=0))
@@ -125,7 +127,9 @@ class TeacherStudentSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     n_samples: int | None = field(default=None, metadata=constraint(ge=1))
     data_seed: int = 0
-    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: one task per width"))
+    seeds_per_task: int = field(
+        default=0, metadata=constraint(ge=0, execution=True, help="0: one task per width")
+    )
 
     def __post_init__(self) -> None:
         check_population(self.n_samples, self.teacher, self.student.bias)

@@ -65,7 +65,9 @@ class WeightTicketSpec:
     )
     # Frankle & Carbin's convention: test accuracy at the early-stopping step
     success_metric: Literal["early_stopping", "final"] = "early_stopping"
-    seeds_per_task: int = field(default=0, metadata=constraint(ge=0, help="0: all seeds"))
+    seeds_per_task: int = field(
+        default=0, metadata=constraint(ge=0, execution=True, help="0: all seeds")
+    )
 
     def __post_init__(self) -> None:
         if "teacher" in self.data.datasets:
