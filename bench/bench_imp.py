@@ -68,7 +68,7 @@ def timed_imp(
 
 def drift(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     """How the ensemble's records differ from the per-seed ones, matched by (level, role, seed)."""
-    key = ("level", "role", "seed")
+    key = ("prune_level", "role", "seed")
     other = {tuple(r[k] for k in key): r for r in b}
     acc = [abs(r["test_acc_es"] - other[tuple(r[k] for k in key)]["test_acc_es"]) for r in a]
     dens = [abs(r["density"] - other[tuple(r[k] for k in key)]["density"]) for r in a]
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target_speedup": 3.0,
         "agreement": drift(ensemble_records, per_seed_records),
         "agreement_per_network": drift(ensemble_records, network_records),
-        "dense_test_acc_es": [r["test_acc_es"] for r in ensemble_records if r["level"] == 0],
+        "dense_test_acc_es": [r["test_acc_es"] for r in ensemble_records if r["prune_level"] == 0],
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / ("imp-quick.json" if args.quick else "imp.json")

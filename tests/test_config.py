@@ -16,7 +16,7 @@ from escapelab.config import (
     science,
     spec_hash,
 )
-from escapelab.experiments.common import StudentSpec
+from escapelab.experiments.kits.teacher_student import StudentSpec
 from escapelab.experiments.width_sweep import WidthSweepSpec
 
 

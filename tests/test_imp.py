@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 FIT = FitConfig(steps=40, eval_every=10, batch_size=50)
 RECORD_FIELDS = {
-    "level",
+    "prune_level",
     "role",
     "seed",
     "density",
@@ -206,7 +206,7 @@ def test_lr_rewinding_and_finetuning_start_from_trained_weights(model, digits, m
 def test_tiny_imp_on_digits_records_every_field(model, digits):
     records = run_imp(model, digits, FIT, IMPConfig(levels=2), [0, 1]).records
     assert len(records) == 2 + 2 * 3 * 2  # dense, then ticket + two controls per level
-    level1 = [r for r in records if r["level"] == 1]
+    level1 = [r for r in records if r["prune_level"] == 1]
     assert {r["role"] for r in level1} == {"ticket", "reinit", "random_mask"}
     for r in records:
         assert set(r) == RECORD_FIELDS
@@ -219,7 +219,7 @@ def test_tiny_imp_on_digits_records_every_field(model, digits):
     assert ticket["test_acc_es"] > 0.5  # ten classes: chance is 0.1
     same_density = {round(r["density"], 12) for r in level1 if r["seed"] == ticket["seed"]}
     assert len(same_density) == 1
-    dense = [r for r in records if r["level"] == 0]
+    dense = [r for r in records if r["prune_level"] == 0]
     assert all(r["density"] == 1.0 and r["role"] == "ticket" for r in dense)
 
 

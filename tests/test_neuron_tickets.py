@@ -150,7 +150,7 @@ def test_record_layout(seeded_records) -> None:
         assert {r["member"] for r in mine} == {i}
         (ticket,) = {tuple(r["ticket"]) for r in mine}
         assert len(ticket) == 3 and list(ticket) == sorted(ticket)
-        assert all(r["n_winning"] >= 1 and r["level"] == "neuron" for r in mine)
+        assert all(r["n_winning"] >= 1 and r["ticket_kind"] == "neuron" for r in mine)
         assert {r["reference_success"] for r in mine} == {mine[0]["success"]}
 
 

@@ -289,7 +289,7 @@ def lottery_rows(regression: bool) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "role": role,
-                    "level": level,
+                    "prune_level": level,
                     "density": density,
                     "test_acc_es": acc,
                     "test_acc_es_min": acc - 0.02,
@@ -322,11 +322,11 @@ def test_lottery_figure(tmp_path: Path, captured: list[tuple[Any, Any]], regress
 
 def test_perturbation_figure(tmp_path: Path, captured: list[tuple[Any, Any]]) -> None:
     rows = []
-    for level, problem in (("weight", "digits"), ("neuron", "teacher")):
+    for kind_of_ticket, problem in (("weight", "digits"), ("neuron", "teacher")):
         for kind, size in (("scale", 0.5), ("scale", 1.0), ("noise", 0.1), ("none", 0.0)):
             rows.append(
                 {
-                    "level": level,
+                    "ticket_kind": kind_of_ticket,
                     "problem": problem,
                     "perturbation": kind,
                     "size": size,

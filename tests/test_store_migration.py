@@ -58,8 +58,26 @@ def old_hash(name: str, spec_data: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# train fields that 0.2 added (TrainSpec now embeds the trainer's TrainConfig); 0.1 did not
+# write them
+ADDED_TRAIN_FIELDS = ("betas", "eps", "record_every")
+
+
+def as_written_by_0_1(data: dict) -> dict:
+    """Spec data as escapelab 0.1 wrote it: without the train fields added since."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = as_written_by_0_1(value)
+            if key == "train" and "tol_eig" in value:
+                value = {k: v for k, v in value.items() if k not in ADDED_TRAIN_FIELDS}
+        out[key] = value
+    return out
+
+
 def spec_data(name: str, data: dict | None = None) -> dict:
-    return to_dict(build(get_experiment(name).spec_type, data or {}))
+    """The spec data of ``name`` as a version 0 store holds it."""
+    return as_written_by_0_1(to_dict(build(get_experiment(name).spec_type, data or {})))
 
 
 def old_store(root: Path) -> dict[str, tuple[str, dict]]:
@@ -205,3 +223,40 @@ def test_a_new_store_starts_at_the_current_schema(tmp_path: Path) -> None:
     assert store.migrate() == [] and store.aliases() == {}
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_old_records_get_unambiguous_field_names(tmp_path: Path) -> None:
+    """``level`` was the pruning round in lottery records and the ticket kind in
+    ticket-perturbation records; a migrated store names them prune_level and ticket_kind, in
+    place, and leaves other experiments' fields alone."""
+    root = tmp_path / "store"
+    root.mkdir()
+    stored = {
+        "lottery": [{"dataset": "digits", "member": 0, "level": 3, "role": "ticket"}],
+        "ticket-perturbation": [{"level": "weight", "dataset": "digits", "label": "none"}],
+        "width-sweep": [{"width": 4, "level": "kept as it was"}],
+    }
+    with sqlite3.connect(root / DB_NAME) as conn:
+        conn.executescript(OLD_SCHEMA)
+        for i, (name, records) in enumerate(stored.items()):
+            h = OLD_DEFAULT_HASHES[name]
+            conn.execute(
+                "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",
+                (h, name, json.dumps(spec_data(name)), "0.1.0", 1000.0 + i),
+            )
+            conn.execute(
+                "INSERT INTO tasks VALUES (?, 'data=digits/seeds=00000-00000', 'done', ?, 1.0, "
+                "2000.0, '0.1.0')",
+                (h, json.dumps(records)),
+            )
+    store = Store(root)
+    lottery = store.records(store.find(OLD_DEFAULT_HASHES["lottery"]).hash)
+    assert lottery == [
+        {"task": "data=digits/seeds=00000-00000", "dataset": "digits", "member": 0,
+         "prune_level": 3, "role": "ticket"}
+    ]  # fmt: skip
+    assert list(lottery[0]) == ["task", "dataset", "member", "prune_level", "role"]
+    perturbation = store.records(store.find(OLD_DEFAULT_HASHES["ticket-perturbation"]).hash)
+    assert perturbation[0]["ticket_kind"] == "weight" and "level" not in perturbation[0]
+    sweep = store.records(store.find(OLD_DEFAULT_HASHES["width-sweep"]).hash)
+    assert sweep[0]["level"] == "kept as it was"

@@ -44,7 +44,7 @@ def test_lottery_runs_stores_summarizes_and_draws(tmp_path):
     outcome = tiny_lottery(tmp_path)
     assert outcome.tasks_run == 1
     assert len(outcome.records) == 2 + 2 * 2 * 3
-    rows = {(r["level"], r["role"]): r for r in outcome.summary}
+    rows = {(r["prune_level"], r["role"]): r for r in outcome.summary}
     assert rows[(1, "ticket")]["density"] == pytest.approx(0.8, abs=1e-3)
     assert rows[(2, "random_mask")]["density"] == pytest.approx(0.64, abs=1e-3)
     assert rows[(0, "ticket")]["n"] == 2
@@ -113,7 +113,7 @@ def weight_records():
         Perturbation("noise", 0.0),
         Perturbation("scale", 8.0),
     ]
-    task = Task("t", {"level": "weight", "dataset": "digits", "lo": 0, "hi": 2})
+    task = Task("t", {"ticket_kind": "weight", "dataset": "digits", "lo": 0, "hi": 2})
     return weight_ticket_records(spec, grid, task, torch.device("cpu"))
 
 
@@ -162,9 +162,9 @@ def test_ticket_perturbation_runs_both_kinds_through_the_runner(tmp_path):
     }
     outcome = run("ticket-perturbation", spec, store=tmp_path, progress=False)
     assert outcome.tasks_run == 2
-    levels = {(r["level"], r["label"]) for r in outcome.summary}
+    levels = {(r["ticket_kind"], r["label"]) for r in outcome.summary}
     assert levels >= {("weight", "none"), ("weight", "redraw"), ("weight", "scale 4")}
-    neuron = [r for r in outcome.records if r["level"] == "neuron"]
+    neuron = [r for r in outcome.records if r["ticket_kind"] == "neuron"]
     assert {r["member"] for r in neuron} == {0, 1, 2}
     for row in outcome.summary:
         assert row["problem"] in ("digits", "teacher-student m=3")
@@ -235,7 +235,7 @@ def test_lottery_runs_imp_on_the_teacher_student_problem(tmp_path):
     }
     outcome = run("lottery", spec, store=tmp_path, progress=False)
     assert all(math.isnan(r["test_acc"]) for r in outcome.records)
-    rows = {(r["level"], r["role"]): r for r in outcome.summary}
+    rows = {(r["prune_level"], r["role"]): r for r in outcome.summary}
     assert all(0 < r["test_loss_es"] < math.inf for r in rows.values())
     assert rows[(1, "ticket")]["density"] == pytest.approx(0.8, abs=0.01)
     write_outputs(outcome, tmp_path / "out")

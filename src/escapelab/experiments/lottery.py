@@ -112,18 +112,18 @@ class Lottery:
         """Per dataset, level and role: means and spreads over seeds."""
         rows = []
         keys = sorted(
-            {(r["dataset"], r["level"], r["role"]) for r in records},
+            {(r["dataset"], r["prune_level"], r["role"]) for r in records},
             key=lambda k: (spec.data.datasets.index(k[0]), k[1], ROLES.index(k[2])),
         )
         for dataset, level, role in keys:
             mine = [
                 r
                 for r in records
-                if r["dataset"] == dataset and r["level"] == level and r["role"] == role
+                if r["dataset"] == dataset and r["prune_level"] == level and r["role"] == role
             ]
             row: dict[str, Any] = {
                 "dataset": dataset,
-                "level": level,
+                "prune_level": level,
                 "role": role,
                 "n": len(mine),
                 "density": statistics.fmean(r["density"] for r in mine),

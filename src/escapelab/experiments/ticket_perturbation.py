@@ -66,7 +66,7 @@ class TicketPerturbation:
     def tasks(self, spec: TicketPerturbationSpec) -> list[Task]:
         tasks = []
         if "neuron" in spec.kinds:
-            tasks += width_tasks(spec.neuron, label="neuron/m", level="neuron")
+            tasks += width_tasks(spec.neuron, label="neuron/m", ticket_kind="neuron")
         if "weight" in spec.kinds:
             tasks += weight_ticket_tasks(spec.weight)
         return tasks
@@ -75,7 +75,7 @@ class TicketPerturbation:
         self, spec: TicketPerturbationSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
         grid = spec.perturb.grid()
-        if task.params["level"] == "weight":
+        if task.params["ticket_kind"] == "weight":
             return weight_ticket_records(spec.weight, grid, task, device)
         p = task.params
         return neuron_ticket_records(spec.neuron, grid, p["m"], p["lo"], p["hi"], device)
@@ -85,14 +85,14 @@ class TicketPerturbation:
     ) -> list[dict[str, Any]]:
         """One row per (ticket kind, width or dataset, perturbation): failure rates of winning
         tickets with Wilson intervals and the ticket-use measures."""
-        neuron = [r for r in records if r["level"] == "neuron"]
-        weight = [r for r in records if r["level"] == "weight"]
+        neuron = [r for r in records if r["ticket_kind"] == "neuron"]
+        weight = [r for r in records if r["ticket_kind"] == "weight"]
         rows = [
-            {"level": "neuron", "problem": f"teacher-student m={row.pop('width')}", **row}
+            {"ticket_kind": "neuron", "problem": f"teacher-student m={row.pop('width')}", **row}
             for row in neuron_ticket_summary(neuron)
         ]
         rows += [
-            {"level": "weight", "problem": row.pop("dataset"), **row}
+            {"ticket_kind": "weight", "problem": row.pop("dataset"), **row}
             for row in weight_ticket_summary(weight)
         ]
         return rows

@@ -165,9 +165,7 @@ def train(
         if theta.dtype != torch.float64:
             objective, theta = objective.to(torch.float64), theta.to(torch.float64)
             ledger.promote(torch.float64)
-        refiner = NewtonRefiner(
-            objective, theta, *objective.loss_and_grad(theta), free=active_free
-        )
+        refiner = NewtonRefiner(objective, theta, *objective.loss_and_grad(theta), free=active_free)
         for it in range(1, cfg.refine_steps + 1):
             refiner.step()
             ledger.refine_steps[ledger.active.cpu()] = it

@@ -45,7 +45,7 @@ def plot_lottery(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         es = [r["es_step"] for r in mine]
         sd = [r["es_step_std"] for r in mine]
         es_ax.errorbar(x, es, yerr=sd, fmt="o-", color=color, label=label, ms=3, capsize=2)
-    dense = [r for r in rows if r["role"] == "ticket" and r["level"] == 0]
+    dense = [r for r in rows if r["role"] == "ticket" and r["prune_level"] == 0]
     if dense:
         acc_ax.axhline(scale * dense[0][key], color="k", ls=":", lw=1, label="dense")
     for ax in (acc_ax, es_ax):
@@ -72,11 +72,11 @@ def plot_perturbation(rows: list[dict[str, Any]], path: Path) -> Path:
     column per perturbation kind, one line per ticket kind and problem."""
     columns = [("scale", "scale alpha of the rest"), ("noise", "noise sigma (init units)")]
     fig, axes = new_figure(2, 3, figsize=(13, 7), sharey="row")
-    series = list(dict.fromkeys((r["level"], r["problem"]) for r in rows))
-    for s, (level, problem) in enumerate(series):
-        mine = [r for r in rows if r["level"] == level and r["problem"] == problem]
+    series = list(dict.fromkeys((r["ticket_kind"], r["problem"]) for r in rows))
+    for s, (ticket_kind, problem) in enumerate(series):
+        mine = [r for r in rows if r["ticket_kind"] == ticket_kind and r["problem"] == problem]
         style = {"color": series_color(s), "capsize": 3, "ms": 4}
-        label = f"{level}: {problem}"
+        label = f"{ticket_kind}: {problem}"
         for c, (kind, _) in enumerate(columns):
             pts = sorted((r for r in mine if r["perturbation"] == kind), key=lambda r: r["size"])
             if not pts:

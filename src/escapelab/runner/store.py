@@ -27,8 +27,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 DB_NAME = "escapelab.sqlite"
-# 0: hashes of the full spec; 1: science hashes (execution options and defaults left out), aliases
-SCHEMA_VERSION = 1
+# 0: hashes of the full spec; 1: science hashes (execution options and defaults left out), aliases;
+# 2: unambiguous record fields (RENAMED_FIELDS)
+SCHEMA_VERSION = 2
+
+# Record fields renamed in schema 2, by experiment: ``level`` meant the pruning round in IMP
+# records and the ticket kind (neuron or weight) in ticket-perturbation records.
+RENAMED_FIELDS: dict[str, dict[str, str]] = {
+    "lottery": {"level": "prune_level"},
+    "ticket-perturbation": {"level": "ticket_kind"},
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -134,8 +142,11 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; others wait, then see it done
         try:
             report: list[HashMigration] = []
-            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < 1:
                 report = self._to_science_hashes(conn, moved)
+            if version < 2:
+                _rename_record_fields(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.commit()
         except BaseException:
@@ -290,6 +301,23 @@ class Store:
                 "SELECT key, wall_time FROM tasks WHERE hash = ?", (spec_hash,)
             ).fetchall()
         return dict(rows)
+
+
+def _rename_record_fields(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: rename the fields of :data:`RENAMED_FIELDS` in every stored record, each
+    in its place (the order of a record's fields is kept)."""
+    for name, renames in RENAMED_FIELDS.items():
+        rows = conn.execute(
+            "SELECT t.hash, t.key, t.records FROM tasks t JOIN experiments e ON e.hash = t.hash "
+            "WHERE e.name = ?",
+            (name,),
+        ).fetchall()
+        for spec_hash, key, blob in rows:
+            records = [{renames.get(k, k): v for k, v in r.items()} for r in json.loads(blob)]
+            conn.execute(
+                "UPDATE tasks SET records = ? WHERE hash = ? AND key = ?",
+                (json.dumps(records), spec_hash, key),
+            )
 
 
 def export_records(records: list[dict[str, Any]], path: str | Path) -> Path:

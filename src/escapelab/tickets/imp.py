@@ -192,8 +192,14 @@ class _Checkpoints:
         _atomic_write(meta, json.dumps(records))
 
     def load(self, level: int) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+        """A finished level's tensors and records (records written before escapelab 0.2 named
+        ``prune_level`` ``level``; they are renamed on the way in)."""
         weights, meta = self._paths(level)
-        return read_tensors(weights), json.loads(meta.read_text())
+        records = [
+            {("prune_level" if k == "level" else k): v for k, v in r.items()}
+            for r in json.loads(meta.read_text())
+        ]
+        return read_tensors(weights), records
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -227,7 +233,8 @@ def run_imp(
     on_level: Callable[[int, list[dict[str, Any]]], None] | None = None,
     max_members: int | None = None,
 ) -> IMPRun:
-    """Run IMP for the networks ``model.init(seeds)``. The records: one per (level, role, seed)
+    """Run IMP for the networks ``model.init(seeds)``. The records: one per (prune_level, role,
+    seed)
     with test accuracy at the end and at the early-stopping step, that step, the density
     (fraction of prunable weights kept), per-layer densities and the sign-flip fraction.
 
@@ -361,7 +368,7 @@ def _records(level: int, group: _Group, result: FitResult) -> list[dict[str, Any
         member = MaskSet({n: m[i : i + 1] for n, m in group.masks.items()})
         records.append(
             {
-                "level": level,
+                "prune_level": level,
                 "role": group.role,
                 "seed": seed,
                 "density": member.density(),

@@ -178,7 +178,7 @@ def neuron_ticket_records(
     records = []
     for e in range(hi - lo):
         common = {
-            "level": "neuron",
+            "ticket_kind": "neuron",
             "width": m,
             "member": lo + e,
             "n_winning": len(winners[e]),

@@ -90,7 +90,8 @@ class WeightTicketSpec:
 def weight_ticket_tasks(spec: WeightTicketSpec) -> list[Task]:
     """One task per dataset and block of seeds."""
     groups = [
-        (f"weight/data={name}", {"level": "weight", "dataset": name}) for name in spec.data.datasets
+        (f"weight/data={name}", {"ticket_kind": "weight", "dataset": name})
+        for name in spec.data.datasets
     ]
     return seed_tasks(groups, spec.seeds, spec.seeds_per_task)
 
@@ -124,7 +125,7 @@ def weight_ticket_records(
     imp = run_imp(model, data, spec.fit, spec.imp, seeds, task.checkpoint_dir)
     masks, rewind = imp.masks, imp.rewind
     metric = METRICS[spec.success_metric]
-    acc = {(r["level"], r["seed"]): r[metric] for r in imp.records}
+    acc = {(r["prune_level"], r["seed"]): r[metric] for r in imp.records}
     fresh = model.init([derive_seed("fresh", spec.fresh_seed, s) for s in seeds])
     keep = {
         n: masks[n] if n in masks else torch.ones_like(p, dtype=torch.bool)
@@ -161,7 +162,7 @@ def weight_ticket_records(
             metrics = result.member_metrics(row)
             records.append(
                 {
-                    "level": "weight",
+                    "ticket_kind": "weight",
                     "dataset": name,
                     "member": lo + i,
                     "seed": seed,
