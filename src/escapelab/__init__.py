@@ -11,7 +11,7 @@ and the engine is importable piece by piece: :class:`Architecture` (ensembles of
 (first-order phase + damped Newton refinement), :func:`classify` (exact endpoint classes).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from escapelab.config import SpecError
 from escapelab.landscape.classify import ClassifyConfig, Endpoint, classify
