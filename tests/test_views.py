@@ -89,7 +89,7 @@ def test_flat_masks_refuse_bad_names_shapes_and_pruned_biases() -> None:
     assert module_names(arch, include_bias=False) == ["net.0.weight", "net.2.weight"]
     with pytest.raises(ValueError, match=r"mask 'net\.2\.bias' names no layer tensor"):
         mask_to_flat(arch, {"net.2.bias": torch.ones(2, 2, dtype=torch.bool)})
-    with pytest.raises(ValueError, match=r"mask 'net\.2\.weight' has shape \(2, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"'net\.2\.weight' has shape \(2, 3, 4\), expected"):
         mask_to_flat(
             arch,
             {

@@ -94,18 +94,12 @@ def mask_to_flat(arch: Architecture, masks: Mapping[str, Tensor]) -> Tensor:
     if first_name not in shapes:
         raise ValueError(f"mask {first_name!r} names no layer tensor; allowed: {list(shapes)}")
     lead = first.shape[: first.ndim - shapes[first_name].ndim]
-    flat = torch.ones(*lead, arch.n_params, dtype=torch.bool, device=first.device)
-    views = named_views(arch, flat)
-    for name, mask in masks.items():
-        if name not in views:
-            raise ValueError(f"mask {name!r} names no layer tensor; allowed: {list(views)}")
-        if mask.shape != views[name].shape:
-            raise ValueError(
-                f"mask {name!r} has shape {tuple(mask.shape)}, but the layer tensor with leading "
-                f"shape {tuple(lead)} has shape {tuple(views[name].shape)}"
-            )
-        views[name].copy_(mask != 0)
-    return flat
+    kept = {
+        n: torch.ones(*lead, *v.shape, dtype=torch.bool, device=first.device)
+        for n, v in shapes.items()
+    }
+    # to_flat names any mask without a layer tensor of its name, or of another shape
+    return to_flat(arch, {**kept, **{n: m != 0 for n, m in masks.items()}})
 
 
 def flat_to_masks(
