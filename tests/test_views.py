@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from escapelab.data.teacher_student import teacher_student_data
 from escapelab.landscape.classify import ClassifyConfig, classify
-from escapelab.nets.classifiers import MLP, build_model
+from escapelab.nets.classifiers import MLP, Pointwise, build_model
 from escapelab.nets.mlp import Architecture
 from escapelab.nets.stacked import StackedModel
 from escapelab.nets.views import (
     flat_to_masks,
+    linear_layers,
     mask_to_flat,
     mlp_architecture,
     module_names,
@@ -54,6 +56,51 @@ def test_flat_and_named_views_convert_exactly_and_compute_the_same_function(arch
     assert torch.allclose(model.member(named, 2)(x), arch.forward(theta[2], x), atol=1e-13)
 
 
+def test_a_users_sequential_module_has_a_flat_view_too() -> None:
+    def factory() -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(3, 5),
+            nn.Softplus(),
+            nn.Linear(5, 4),
+            nn.Softplus(),
+            nn.Linear(4, 2, bias=False),
+        )
+
+    model = StackedModel(factory, dtype=torch.float64)
+    params = model.init([0, 1, 2])
+    arch, layers = mlp_architecture(factory()), linear_layers(factory())
+    assert arch == Architecture(3, (5, 4), 2, "softplus", bias=True, output_bias=False)
+    assert layers == ("0", "2", "4")
+    theta = to_flat(arch, params, layers)
+    assert torch.equal(theta[:, :15], params["0.weight"].reshape(3, -1))
+    back = to_named(arch, theta, layers)
+    assert list(back) == list(params) and all(torch.equal(back[n], params[n]) for n in params)
+    x = torch.randn(11, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(model.forward(params, x, shared=True), arch.forward(theta, x), atol=1e-13)
+    assert linear_layers(MLP((3,), 2, hidden=(4, 4))) == ("net.0", "net.2", "net.4")
+    erf = nn.Sequential(nn.Linear(2, 3), Pointwise("erf"), nn.Linear(3, 1))
+    assert mlp_architecture(erf).activation == "erf"
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 1)), "one and the same of"),
+        (
+            nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 1)),
+            "one and the same of",
+        ),
+        (nn.Sequential(nn.Linear(3, 4), nn.Tanh()), "Linear, activation, Linear"),
+        (nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(5, 1)), "do not chain"),
+        (nn.Sequential(nn.Linear(3, 4), nn.Softplus(beta=2), nn.Linear(4, 1)), "one and the same"),
+        (nn.Conv1d(1, 2, 3), "got Conv1d"),
+    ],
+)
+def test_modules_without_a_flat_view_are_named(module: nn.Module, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mlp_architecture(module)
+
+
 def test_the_converters_name_what_does_not_fit() -> None:
     arch = ARCHS[0]
     named = to_named(arch, arch.init(2, seed=0))
@@ -63,8 +110,10 @@ def test_the_converters_name_what_does_not_fit() -> None:
         to_flat(arch, {**named, "net.2.weight": torch.zeros(2, 2, 3)})
     with pytest.raises(ValueError, match="without hidden layers"):
         mlp_architecture(build_model("logistic", (4,), 3))
-    with pytest.raises(ValueError, match="CNN1D"):
+    with pytest.raises(ValueError, match="got CNN1D"):
         mlp_architecture(build_model("cnn1d", (40,), 3))
+    with pytest.raises(ValueError, match="layers names 1 Linear layers, the architecture has 2"):
+        to_named(arch, arch.init(2, seed=0), layers=["0"])
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=str)

@@ -4,16 +4,18 @@
   row e member e, flattened layer by layer (``W_1, b_1, ..., W_out, b_out``). The full-batch
   trainer, the objectives with their exact Hessians, endpoint classification, the symmetry
   tools and neuron splitting work on it.
-* The **named view**: a dict of (E, ...) tensors named as the parameters of escapelab's
-  :class:`~escapelab.nets.classifiers.MLP` (``net.{2i}.weight`` (E, fan_out, fan_in) and
-  ``net.{2i}.bias`` (E, fan_out) for layer i, the output layer last). A
-  :class:`~escapelab.nets.stacked.StackedModel` of that MLP trains it with the mini-batch
+* The **named view**: a dict of (E, ...) tensors named as the parameters of a module, by
+  default escapelab's :class:`~escapelab.nets.classifiers.MLP` (``net.{2i}.weight``
+  (E, fan_out, fan_in) and ``net.{2i}.bias`` (E, fan_out) for layer i, the output layer last),
+  or a user's ``nn.Sequential`` of ``Linear`` layers and activations (``layers``: the module
+  paths of its ``Linear`` layers, from :func:`linear_layers`). A
+  :class:`~escapelab.nets.stacked.StackedModel` of the module trains it with the mini-batch
   trainer, IMP prunes it, and one member is an ordinary ``nn.Module`` for the curvature tools.
 
 :func:`to_flat` and :func:`to_named` copy the same numbers from one layout to the other (no
 arithmetic), so a round trip returns identical tensors and both views compute the same
 function: a student trained on teacher-student data, an IMP ticket, or a ``StackedModel`` of a
-user's MLP can all go to the exact-Hessian classifier, and back.
+user's fully connected module can all go to the exact-Hessian classifier, and back.
 
 The same names address a flat ensemble in place (:func:`named_views`: views into theta, how
 pruning and masks act on it), and :func:`mask_to_flat` lays masks out in theta's layout (the
@@ -22,49 +24,65 @@ pruning and masks act on it), and :func:`mask_to_flat` lays masks out in theta's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from escapelab.nets.classifiers import MLP
+from escapelab.nets.classifiers import MLP, Pointwise
 from escapelab.nets.mlp import Architecture
 from escapelab.nets.stacked import StackedModel
 
+Layers = Sequence[str] | None
 
-def module_names(arch: Architecture, include_bias: bool = True) -> list[str]:
-    """The parameter names of the :class:`~escapelab.nets.classifiers.MLP` of ``arch``, in
-    theta's layout order: ``net.{2i}.weight`` and, where layer i has one (and with
-    ``include_bias``), ``net.{2i}.bias``."""
+
+def _prefixes(arch: Architecture, layers: Layers) -> list[str]:
+    """The module path of each layer's ``Linear``: ``layers``, or escapelab's MLP's ``net.{2i}``."""
+    if layers is None:
+        return [f"net.{2 * i}" for i in range(len(arch.layer_dims))]
+    if len(layers) != len(arch.layer_dims):
+        raise ValueError(
+            f"layers names {len(layers)} Linear layers, the architecture has {len(arch.layer_dims)}"
+        )
+    return list(layers)
+
+
+def module_names(arch: Architecture, include_bias: bool = True, layers: Layers = None) -> list[str]:
+    """The parameter names of the module of ``arch``, in theta's layout order: ``{L}.weight``
+    and, where layer L has one (and with ``include_bias``), ``{L}.bias``, for L in ``layers``
+    (default: escapelab's MLP, ``net.0``, ``net.2``, ...)."""
     names = []
-    for i, (_, _, has_bias) in enumerate(arch.layer_dims):
-        names.append(f"net.{2 * i}.weight")
+    for prefix, (_, _, has_bias) in zip(_prefixes(arch, layers), arch.layer_dims, strict=True):
+        names.append(f"{prefix}.weight")
         if has_bias and include_bias:
-            names.append(f"net.{2 * i}.bias")
+            names.append(f"{prefix}.bias")
     return names
 
 
-def named_views(arch: Architecture, theta: Tensor, include_bias: bool = True) -> dict[str, Tensor]:
+def named_views(
+    arch: Architecture, theta: Tensor, include_bias: bool = True, layers: Layers = None
+) -> dict[str, Tensor]:
     """Per-layer views of theta (..., P), no copies, named by :func:`module_names`: weights
     (..., fan_out, fan_in), biases (..., fan_out). Writes go through to theta, so masks and
     pruning (with ``batch_dims = theta.ndim - 1``) act on a flat ensemble through them."""
     named = {}
-    for i, layer in enumerate(arch.unflatten(theta)):
-        named[f"net.{2 * i}.weight"] = layer.weight
+    for prefix, layer in zip(_prefixes(arch, layers), arch.unflatten(theta), strict=True):
+        named[f"{prefix}.weight"] = layer.weight
         if include_bias and layer.bias is not None:
-            named[f"net.{2 * i}.bias"] = layer.bias
+            named[f"{prefix}.bias"] = layer.bias
     return named
 
 
-def to_named(arch: Architecture, theta: Tensor) -> dict[str, Tensor]:
+def to_named(arch: Architecture, theta: Tensor, layers: Layers = None) -> dict[str, Tensor]:
     """The named view of theta (E, P): copies, named and ordered by :func:`module_names`."""
-    return {n: v.clone() for n, v in named_views(arch, theta.detach()).items()}
+    return {n: v.clone() for n, v in named_views(arch, theta.detach(), layers=layers).items()}
 
 
-def to_flat(arch: Architecture, params: Mapping[str, Tensor]) -> Tensor:
+def to_flat(arch: Architecture, params: Mapping[str, Tensor], layers: Layers = None) -> Tensor:
     """theta (E, P) from the named view ``params`` ((E, ...) tensors named by
     :func:`module_names`); ValueError naming a missing, unknown or misshapen tensor."""
-    names = module_names(arch)
+    names = module_names(arch, layers=layers)
     unknown = [n for n in params if n not in names]
     missing = [n for n in names if n not in params]
     if unknown or missing:
@@ -73,7 +91,7 @@ def to_flat(arch: Architecture, params: Mapping[str, Tensor]) -> Tensor:
             f"expected {names}"
         )
     lead = params[names[0]].shape[:-2]
-    shapes = named_views(arch, torch.empty(*lead, arch.n_params, device="meta"))
+    shapes = named_views(arch, torch.empty(*lead, arch.n_params, device="meta"), layers=layers)
     for name, p in params.items():
         if p.shape != shapes[name].shape:
             raise ValueError(
@@ -82,14 +100,14 @@ def to_flat(arch: Architecture, params: Mapping[str, Tensor]) -> Tensor:
     return torch.cat([params[n].detach().reshape(*lead, -1) for n in names], dim=-1)
 
 
-def mask_to_flat(arch: Architecture, masks: Mapping[str, Tensor]) -> Tensor:
+def mask_to_flat(arch: Architecture, masks: Mapping[str, Tensor], layers: Layers = None) -> Tensor:
     """A flat boolean mask (..., P) in theta's layout from masks named as in
     :func:`module_names`, all with the same leading shape (...); entries without a mask (the
     biases, by default) are kept (True). This is the ``free`` mask of
     :func:`escapelab.optim.full_batch.train` for a pruned network."""
     if not masks:
         raise ValueError("mask_to_flat needs at least one mask to know the leading shape")
-    shapes = named_views(arch, torch.empty(arch.n_params, device="meta"))
+    shapes = named_views(arch, torch.empty(arch.n_params, device="meta"), layers=layers)
     first_name, first = next(iter(masks.items()))
     if first_name not in shapes:
         raise ValueError(f"mask {first_name!r} names no layer tensor; allowed: {list(shapes)}")
@@ -99,11 +117,11 @@ def mask_to_flat(arch: Architecture, masks: Mapping[str, Tensor]) -> Tensor:
         for n, v in shapes.items()
     }
     # to_flat names any mask without a layer tensor of its name, or of another shape
-    return to_flat(arch, {**kept, **{n: m != 0 for n, m in masks.items()}})
+    return to_flat(arch, {**kept, **{n: m != 0 for n, m in masks.items()}}, layers)
 
 
 def flat_to_masks(
-    arch: Architecture, flat: Tensor, include_bias: bool = False
+    arch: Architecture, flat: Tensor, include_bias: bool = False, layers: Layers = None
 ) -> dict[str, Tensor]:
     """Masks by name from a flat mask (..., P); the inverse of :func:`mask_to_flat`.
 
@@ -116,7 +134,7 @@ def flat_to_masks(
             f"{arch.n_params} parameters"
         )
     masks = {}
-    for name, view in named_views(arch, flat != 0).items():
+    for name, view in named_views(arch, flat != 0, layers=layers).items():
         if name.endswith(".bias") and not include_bias:
             if not bool(view.all()):
                 raise ValueError(
@@ -127,19 +145,89 @@ def flat_to_masks(
     return masks
 
 
+# element-wise modules whose function is one of escapelab's activations, exactly
+_ACTIVATION_MODULES: dict[type[nn.Module], str] = {
+    nn.Tanh: "tanh",
+    nn.ReLU: "relu",
+    nn.Sigmoid: "sigmoid",
+    nn.Identity: "linear",
+}
+
+
+def _activation_name(module: nn.Module) -> str | None:
+    """The escapelab activation ``module`` computes, or None."""
+    if isinstance(module, Pointwise):
+        return module.name
+    if type(module) is nn.Softplus and module.beta == 1 and module.threshold == 20:
+        return "softplus"  # torch.nn.functional.softplus's defaults: escapelab's softplus
+    return _ACTIVATION_MODULES.get(type(module))
+
+
+def _sequential_layout(seq: nn.Sequential, prefix: str) -> tuple[Architecture, tuple[str, ...]]:
+    """Architecture and Linear paths of Linear, activation, ..., Linear; ValueError naming the
+    first part that does not fit."""
+    children = list(seq.named_children())
+    linears = [(name, m) for name, m in children if isinstance(m, nn.Linear)]
+    acts = [(name, _activation_name(m)) for name, m in children if not isinstance(m, nn.Linear)]
+    where = f"{prefix}{type(seq).__name__}"
+    expected = 2 * len(linears) - 1
+    alternating = all(isinstance(m, nn.Linear) == (i % 2 == 0) for i, (_, m) in enumerate(children))
+    if len(linears) < 2 or len(children) != expected or not alternating:
+        raise ValueError(
+            f"{where}: a flat view needs Linear, activation, Linear, ... Linear with a hidden "
+            f"layer, got {[type(m).__name__ for _, m in children]}"
+        )
+    names = {a for _, a in acts}
+    if None in names or len(names) != 1:
+        allowed = "Tanh, ReLU, Sigmoid, Softplus(), Identity, escapelab Pointwise"
+        raise ValueError(
+            f"{where}: every activation must be one and the same of {allowed}; got "
+            f"{[type(m).__name__ for _, m in children if not isinstance(m, nn.Linear)]}"
+        )
+    hidden = [m for _, m in linears[:-1]]
+    if len({m.bias is not None for m in hidden}) != 1:
+        raise ValueError(f"{where}: the hidden Linear layers must all have biases or none")
+    for (_, m), (_, nxt) in itertools.pairwise(linears):
+        if m.out_features != nxt.in_features:
+            raise ValueError(f"{where}: Linear layers of sizes that do not chain")
+    arch = Architecture(
+        linears[0][1].in_features,
+        tuple(m.out_features for m in hidden),
+        linears[-1][1].out_features,
+        names.pop(),
+        bias=hidden[0].bias is not None,
+        output_bias=linears[-1][1].bias is not None,
+    )
+    return arch, tuple(f"{prefix}{name}" for name, _ in linears)
+
+
 def mlp_architecture(module: nn.Module) -> Architecture:
-    """The flat-view architecture of an escapelab :class:`~escapelab.nets.classifiers.MLP`
-    (with at least one hidden layer); ValueError for any other module."""
-    if not isinstance(module, MLP) or not module.hidden:
-        what = "an MLP without hidden layers" if isinstance(module, MLP) else type(module).__name__
-        raise ValueError(f"a flat view exists for escapelab's MLP with hidden layers; got {what}")
-    return Architecture(
-        module.n_features,
-        module.hidden,
-        module.n_classes,
-        module.activation,
-        bias=module.bias,
-        output_bias=module.output_bias,
+    """The flat-view architecture of a fully connected module: escapelab's
+    :class:`~escapelab.nets.classifiers.MLP` with hidden layers, or an ``nn.Sequential`` of
+    ``Linear`` layers alternating with one kind of escapelab activation (``Tanh``, ``ReLU``,
+    ``Sigmoid``, default ``Softplus``, ``Identity``, ``Pointwise``); ValueError otherwise."""
+    return _layout(module)[0]
+
+
+def linear_layers(module: nn.Module) -> tuple[str, ...]:
+    """The module paths of ``module``'s ``Linear`` layers in order (``net.0``, ``net.2``, ...
+    for escapelab's MLP): the ``layers`` argument of this module's converters."""
+    return _layout(module)[1]
+
+
+def _layout(module: nn.Module) -> tuple[Architecture, tuple[str, ...]]:
+    if isinstance(module, MLP):
+        if not module.hidden:
+            raise ValueError(
+                "a flat view exists for fully connected networks with hidden layers; got an "
+                "MLP without hidden layers"
+            )
+        return _sequential_layout(module.net, "net.")
+    if isinstance(module, nn.Sequential):
+        return _sequential_layout(module, "")
+    raise ValueError(
+        "a flat view exists for escapelab's MLP and nn.Sequential of Linear layers and "
+        f"activations; got {type(module).__name__}"
     )
 
 
