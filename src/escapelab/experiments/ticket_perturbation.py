@@ -8,8 +8,8 @@ winning tickets fail. Two kinds of tickets are tested with the same perturbation
 
 * ``neuron``: width-r* subsets of a teacher-student student's hidden units that reach the global
   minimum alone (:mod:`escapelab.experiments.kits.neuron_tickets`); success = global minimum;
-* ``weight``: IMP tickets on real data (:mod:`escapelab.experiments.kits.weight_tickets`); success =
-  test accuracy within a margin of the unperturbed run.
+* ``weight``: IMP tickets on real data (:mod:`escapelab.experiments.kits.weight_tickets`);
+  success = test accuracy within a margin of the unperturbed run.
 
 The result is the failure rate of winning tickets against the perturbation's size, with Wilson
 intervals, and whether the trained networks still use their tickets.

@@ -245,9 +245,9 @@ class MaskSet(Mapping[str, Tensor]):
     def apply(self, target: Target) -> None:
         """Set the pruned entries of ``target``'s tensors to exactly zero, in place.
 
-        Works on a module's parameters and on views such as :func:`ensemble_parameters`, which
-        write through to theta. Entries are filled rather than multiplied, so an inf or nan in a
-        pruned entry becomes 0 too.
+        Works on a module's parameters and on views such as
+        :func:`escapelab.nets.views.named_views`, which write through to theta. Entries are
+        filled rather than multiplied, so an inf or nan in a pruned entry becomes 0 too.
         """
         with torch.no_grad():
             for name, t in self.tensors(target).items():
