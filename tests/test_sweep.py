@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 import escapelab
 from escapelab.cli import main
-from escapelab.experiments.base import Task
+from escapelab.experiments.base import Task, seed_range
 from escapelab.runner.store import DB_NAME
-from escapelab.runner.sweep import seed_range, uncovered_tasks
+from escapelab.runner.sweep import uncovered_tasks
 
 TINY = {
     "student": {"widths": [4, 5], "seeds": 6},

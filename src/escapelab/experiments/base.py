@@ -3,6 +3,7 @@ the one task builder they share."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,15 +59,32 @@ def seed_tasks(
 
     ``groups`` are (label, params) pairs, e.g. ``("m=0004", {"m": 4})`` for one student width or
     ``("data=digits", {"dataset": "digits"})``; every task's params are the group's plus the seed
-    range [``lo``, ``hi``), and its key is ``{label}/seeds={lo:05d}-{hi - 1:05d}``, the form the
+    range [``lo``, ``hi``), and its key is :func:`seed_block_key`, the form the
     runner reads back to know which seeds of a group are stored.
     """
     block = per_task or seeds
     return [
         Task(
-            f"{label}/seeds={lo:05d}-{min(lo + block, seeds) - 1:05d}",
+            seed_block_key(label, lo, min(lo + block, seeds)),
             {**params, "lo": lo, "hi": min(lo + block, seeds)},
         )
         for label, params in groups
         for lo in range(0, seeds, block)
     ]
+
+
+_SEEDS = re.compile(r"^(?P<group>.+)/seeds=(?P<lo>\d+)-(?P<last>\d+)$")
+
+
+def seed_block_key(group: str, lo: int, hi: int) -> str:
+    """The key of the task running seeds lo..hi-1 of ``group``: ``{group}/seeds=LO-LAST``."""
+    return f"{group}/seeds={lo:05d}-{hi - 1:05d}"
+
+
+def seed_range(key: str) -> tuple[str, int, int] | None:
+    """(group, lo, hi) of a key made by :func:`seed_block_key` (``hi`` exclusive, as in the
+    task's params); None for a key of another form."""
+    match = _SEEDS.match(key)
+    if match is None:
+        return None
+    return match["group"], int(match["lo"]), int(match["last"]) + 1

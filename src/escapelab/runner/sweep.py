@@ -12,7 +12,6 @@ blocks of another; see :func:`uncovered_tasks`.
 from __future__ import annotations
 
 import multiprocessing
-import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 from escapelab import __version__
 from escapelab.config import build, spec_hash, to_dict
 from escapelab.experiments import get_experiment
-from escapelab.experiments.base import Task, resolve_device
+from escapelab.experiments.base import Task, resolve_device, seed_block_key, seed_range
 from escapelab.report.tables import write_report
 from escapelab.runner.store import Store
 
@@ -43,23 +42,6 @@ class RunOutcome:
     tasks_run: int
     tasks_skipped: int
     store: Path
-
-
-_SEEDS = re.compile(r"^(?P<group>.+)/seeds=(?P<lo>\d+)-(?P<last>\d+)$")
-
-
-def seed_range(key: str) -> tuple[str, int, int] | None:
-    """(group, lo, hi) of a seed-block key ``{group}/seeds={lo:05d}-{hi-1:05d}`` (``hi``
-    exclusive, as in the task's params); None for a key of another form."""
-    match = _SEEDS.match(key)
-    if match is None:
-        return None
-    return match["group"], int(match["lo"]), int(match["last"]) + 1
-
-
-def seed_block_key(group: str, lo: int, hi: int) -> str:
-    """The key of the task running seeds lo..hi-1 of ``group`` (the inverse of seed_range)."""
-    return f"{group}/seeds={lo:05d}-{hi - 1:05d}"
 
 
 def _gaps(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
