@@ -192,3 +192,24 @@ def test_an_imp_ticket_on_teacher_data_is_classified_by_its_exact_hessian() -> N
         assert ep.kind == expected
         # the unrestricted Hessian has other eigenvalues: the pruned directions matter
         assert int(f.sum()) < arch.n_params
+
+
+@pytest.mark.parametrize("arch", [ARCHS[0], ARCHS[1]], ids=str)
+def test_the_closed_form_and_the_module_route_give_one_hessian(arch: Architecture) -> None:
+    """The objective's Hessian (closed form for one hidden layer, torch.func otherwise) of a
+    flat member equals the curvature tools' Hessian of the same member as a module."""
+    from escapelab.landscape.curvature import exact_hessian
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(40, arch.d_in, dtype=torch.float64, generator=gen)
+    y = torch.randn(40, arch.d_out, dtype=torch.float64, generator=gen)
+    theta = arch.init(3, seed=4, scheme="normal")
+    flat = DataObjective(arch, x, y).hessian(theta)
+    model, named = stacked_mlp(arch), to_named(arch, theta)
+
+    def half_mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (outputs - targets).square().sum(-1).mean()
+
+    for i in range(3):
+        module = exact_hessian(model.member(named, i), half_mse, (x, y))
+        assert torch.allclose(module, flat[i], rtol=1e-10, atol=1e-12)
