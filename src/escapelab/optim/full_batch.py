@@ -18,6 +18,7 @@ flat-channel diagnosis of :mod:`escapelab.landscape.classify`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from escapelab.config import constraint
+from escapelab.optim.hooks import Hook, StepState
 from escapelab.optim.refine import NewtonRefiner
 from escapelab.optim.steppers import make_stepper
 from escapelab.problems.objective import Objective
@@ -125,6 +127,7 @@ def train(
     config: TrainConfig | None = None,
     progress: bool = False,
     free: Tensor | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> TrainResult:
     """Train all members of ``theta0`` (E, P) on ``objective``; see the module docstring.
 
@@ -133,6 +136,9 @@ def train(
     :func:`escapelab.nets.views.mask_to_flat` lays a mask out). Gradients, stopping rules and
     the refinement's Hessians are then those of each member's own subspace, so a masked
     network is driven to a critical point of the function it can represent.
+
+    ``hooks`` (:mod:`escapelab.optim.hooks`) see the first-order phase: after every step, the
+    active members' flat weights, their member indices and their losses.
     """
     cfg = config or TrainConfig()
     start = time.perf_counter()
@@ -149,6 +155,10 @@ def train(
             grad = grad * active_free
         if step % cfg.record_every == 0:
             ledger.record(step, theta, loss)
+        if hooks:
+            state = StepState(step, theta, ledger.active, loss)
+            for hook in hooks:
+                hook(state)
         ledger.steps[ledger.active.cpu()] = step
         keep = ledger.settle(theta, loss, grad, cfg)
         if len(keep) < theta.shape[0]:

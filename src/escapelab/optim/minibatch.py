@@ -35,6 +35,7 @@ from torch import Tensor
 from escapelab.config import constraint
 from escapelab.data.datasets import SupervisedData
 from escapelab.nets.stacked import StackedModel
+from escapelab.optim.hooks import Hook, Snapshots, StepState
 
 _EVAL_CHUNK = 2048
 
@@ -229,6 +230,7 @@ def fit(
     lr: float | None = None,
     constant_lr: bool = False,
     max_members: int | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> FitResult:
     """Train copies of ``params`` (E members, batch orders from ``seeds``) under ``masks``.
 
@@ -238,6 +240,8 @@ def fit(
     ``config.steps``. ``lr`` overrides the config's peak learning rate; ``constant_lr`` holds it
     fixed (fine-tuning). ``max_members``: train at most this many members at once, block after
     block (to bound memory; members are independent, so only the rounding changes).
+    ``hooks`` (:mod:`escapelab.optim.hooks`) see the named weights after every step (from
+    ``start_step`` to ``config.steps``); with ``max_members`` they run once per block.
     """
     members = model.check(params)
     if len(seeds) != members:
@@ -259,6 +263,7 @@ def fit(
                     start_step=start_step,
                     lr=lr,
                     constant_lr=constant_lr,
+                    hooks=hooks,
                 )
                 for lo, hi in blocks
             ]
@@ -281,7 +286,8 @@ def fit(
         p.requires_grad_(True)
     opt = _optimizer(config, list(weights.values()), config.lr if lr is None else lr)
     orders = _batch_orders(seeds, len(data.y_train), config.batch_size, config.steps, device)
-    snapshots = {}
+    snapshots = Snapshots(snapshot_steps)
+    members_index = torch.arange(members)
     history: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
     running = torch.zeros(members, device=device)
     count = 0
@@ -293,8 +299,9 @@ def fit(
         history.append((step, vl, va, tl, ta))
 
     for step in range(start_step, config.steps + 1):
-        if step in snapshot_steps:
-            snapshots[step] = {n: p.detach().clone() for n, p in weights.items()}
+        state = StepState(step, weights, members_index)
+        for hook in (snapshots, *hooks):
+            hook(state)
         if step % config.eval_every == 0 or step == config.steps:
             record(step)
             train_loss = (running / max(count, 1)).cpu()
@@ -323,7 +330,7 @@ def fit(
     diverged = ~torch.stack([torch.isfinite(p.reshape(members, -1)).all(1) for p in final.values()])
     return FitResult(
         final,
-        snapshots,
+        snapshots.taken,  # type: ignore[arg-type]  # named weights, by step
         list(steps),
         torch.stack(vl, 1),
         torch.stack(va, 1),
