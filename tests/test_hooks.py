@@ -60,7 +60,9 @@ def test_minibatch_hooks_see_named_weights_and_its_snapshots_are_a_hook() -> Non
     cfg = FitConfig(steps=30, batch_size=20, eval_every=10)
     mine = Snapshots([10, 30])
     norms: list[tuple[int, float]] = []
-    watch = every(15, lambda s: norms.append((s.step, float(s.weights["net.0.weight"].detach().norm()))))
+    watch = every(
+        15, lambda s: norms.append((s.step, float(s.weights["net.0.weight"].detach().norm())))
+    )
     result = fit(model, params, data, cfg, [3, 4], snapshot_steps=[10], hooks=[mine, watch])
     assert [step for step, _ in norms] == [0, 15, 30]
     assert norms[0][1] == pytest.approx(float(params["net.0.weight"].norm()), rel=1e-6)
