@@ -2,7 +2,9 @@
 
 Classes (MISSION.md, E1):
 
-* ``global_min``    — loss below ``tol_global``;
+* ``global_min``    — loss below ``tol_global`` at an endpoint the trainer stopped as global or
+  converged (with certification: a certified one; a member that ran out of budget is never a
+  global minimum, however small its loss);
 * ``local_min``     — a critical point (the trainer reached ``tol_grad``) above that loss whose
   smallest Hessian eigenvalue is >= -tol_eig * largest: a bad local minimum (positive
   semidefinite up to the tolerance; overparameterized minima are degenerate, so zero eigenvalues
@@ -62,6 +64,11 @@ class Endpoint:
     steps: int
     refine_steps: int
     status: str
+    # with certification: the gradient's infinity norm, whether it is at most tol_cert, and the
+    # certification rounds the member needed (None / nan: the trainer did not certify)
+    grad_inf: float = float("nan")
+    certified: bool | None = None
+    rounds: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -105,6 +112,17 @@ def _plateau_with_growth(result: TrainResult, i: int, cfg: ClassifyConfig) -> bo
     return bool(grew and flat)
 
 
+def _certification(result: TrainResult, i: int) -> dict[str, object]:
+    """Member i's certification numbers, when the trainer certified."""
+    if result.certified is None or result.grad_inf is None or result.rounds is None:
+        return {}
+    return {
+        "grad_inf": float(result.grad_inf[i]),
+        "certified": bool(result.certified[i]),
+        "rounds": int(result.rounds[i]),
+    }
+
+
 def classify(
     objective: Objective, result: TrainResult, config: ClassifyConfig | None = None
 ) -> list[Endpoint]:
@@ -138,7 +156,7 @@ def classify(
         status = result.status[i]
         if not bool(finite[i]):
             kind = "diverged"
-        elif loss < cfg.tol_global:
+        elif loss < cfg.tol_global and status in ("global", "converged"):
             kind = "global_min"
         elif status == "converged":
             kind = "saddle" if n_neg[i] > 0 else "local_min"
@@ -162,6 +180,7 @@ def classify(
                 steps=int(result.steps[i]),
                 refine_steps=int(result.refine_steps[i]),
                 status=status,
+                **_certification(result, i),
             )
         )
     return endpoints

@@ -13,13 +13,29 @@ float64 (a float32 run is promoted for it, so its endpoints can still reach grad
 Stopped members are written back and dropped from the active set, so the rest run on a smaller
 ensemble. A history of loss and parameter norm every ``record_every`` steps is kept for the
 flat-channel diagnosis of :mod:`escapelab.landscape.classify`.
+
+**Certification** (``certify_rounds`` > 0). A loss below ``tol_global`` or a gradient norm of
+1e-10 is not yet a true endpoint: a global minimum stopped at loss 1e-9 can still have gradient
+norms of 1e-5. With certification every member that did not diverge is then driven on, in
+float64, until its gradient's infinity norm is at most ``tol_cert`` (default 1e-12): its
+endpoint is *certified*; so is a member whose loss is at rounding level (at most ``tol_zero``):
+the loss is a sum of squares, so only a global minimum can have it, and there the gradient of
+a degenerate (overparameterized) minimum may keep shrinking only linearly, toward its own
+rounding floor near 1e-12. Round 1 is the damped Newton refinement alone (``refine_steps``
+iterations; from a near-minimum it converges quadratically); each later round first continues
+the first-order phase for ``steps`` steps (to leave a saddle or a plateau the refinement could
+not), then refines again. A member still uncertified after ``certify_rounds`` rounds ends with
+status ``budget``, whatever its loss, so "ran out of budget" is never counted as a global
+minimum. Why rounds of the two phases rather than a gradient-flow ODE solver (as
+MLPGradientFlow.jl): the damped Newton step already is a trust-region method on the exact
+Hessian, and the members that resist it sit on plateaus that first-order steps leave faster.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -55,6 +71,17 @@ class TrainConfig:
     tol_global: float = field(default=1e-10, metadata=constraint(gt=0))
     max_norm: float = field(default=1e3, metadata=constraint(gt=0))
     record_every: int = field(default=100, metadata=constraint(ge=1))
+    certify_rounds: int = field(
+        default=0,
+        metadata=constraint(ge=0, help="rounds that drive members to certified endpoints"),
+    )
+    tol_cert: float = field(
+        default=1e-12,
+        metadata=constraint(gt=0, help="gradient infinity norm of a certified endpoint"),
+    )
+    tol_zero: float = field(
+        default=1e-13, metadata=constraint(ge=0, help="a loss at rounding level: certified global")
+    )
 
 
 @dataclass
@@ -72,6 +99,12 @@ class TrainResult:
     history_norm: Tensor | None = None
     wall_time: float = 0.0
     free: Tensor | None = None  # (E, P) bool: the coordinates that trained (None: all)
+    # with certification (certify_rounds > 0), per member: certified, the gradient's infinity
+    # norm at the endpoint and the certification rounds it needed (0: certified at once)
+    certified: Tensor | None = None
+    grad_inf: Tensor | None = None
+    rounds: Tensor | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class _Ledger:
@@ -103,13 +136,21 @@ class _Ledger:
             self.hist_loss[idx, k] = loss.detach().cpu()
             self.hist_norm[idx, k] = theta.norm(dim=1).cpu()
 
-    def settle(self, theta: Tensor, loss: Tensor, grad: Tensor, cfg: TrainConfig) -> Tensor:
-        """Write back every active member, mark those that stop; return the rows still active."""
+    def settle(
+        self, theta: Tensor, loss: Tensor, grad: Tensor, cfg: TrainConfig, certifying: bool
+    ) -> Tensor:
+        """Write back every active member, mark those that stop; return the rows still active.
+        While ``certifying`` only a certified endpoint (:func:`_certified`) stops a member; a
+        small loss above rounding level does not."""
         gnorm = grad.norm(dim=1)
         pnorm = theta.norm(dim=1)
         diverged = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | (pnorm > cfg.max_norm)
-        is_global = ~diverged & (loss < cfg.tol_global)
-        converged = ~diverged & ~is_global & (gnorm <= cfg.tol_grad)
+        if certifying:
+            is_global = torch.zeros_like(diverged)
+            converged = ~diverged & _certified(loss, grad, cfg)
+        else:
+            is_global = ~diverged & (loss < cfg.tol_global)
+            converged = ~diverged & ~is_global & (gnorm <= cfg.tol_grad)
         self.theta[self.active] = theta
         self.loss[self.active] = loss
         self.grad_norm[self.active] = gnorm
@@ -141,11 +182,27 @@ def train(
     active members' flat weights, their member indices and their losses.
     """
     cfg = config or TrainConfig()
+    if free is not None and free.shape != theta0.shape:
+        raise ValueError(f"free has shape {tuple(free.shape)}, theta0 {tuple(theta0.shape)}")
+    result = _run(objective, theta0, cfg, progress, free, hooks, certifying=False)
+    if cfg.certify_rounds:
+        result = _certify(objective, result, cfg, free)
+    return result
+
+
+def _run(
+    objective: Objective,
+    theta0: Tensor,
+    cfg: TrainConfig,
+    progress: bool,
+    free: Tensor | None,
+    hooks: Sequence[Hook],
+    certifying: bool,
+) -> TrainResult:
+    """Phase 1 and phase 2 for every member of theta0; see :func:`train`."""
     start = time.perf_counter()
     ledger = _Ledger(theta0, cfg.steps // max(cfg.record_every, 1) + 2)
     theta = theta0.detach().clone()
-    if free is not None and free.shape != theta.shape:
-        raise ValueError(f"free has shape {tuple(free.shape)}, theta0 {tuple(theta.shape)}")
     active_free = None if free is None else free.to(theta.device, theta.dtype)
     stepper = make_stepper(cfg.optimizer, cfg.lr, cfg.betas, cfg.eps)
     bar = tqdm(total=cfg.steps + cfg.refine_steps, disable=not progress, desc="train", leave=False)
@@ -160,7 +217,7 @@ def train(
             for hook in hooks:
                 hook(state)
         ledger.steps[ledger.active.cpu()] = step
-        keep = ledger.settle(theta, loss, grad, cfg)
+        keep = ledger.settle(theta, loss, grad, cfg, certifying)
         if len(keep) < theta.shape[0]:
             theta, grad = theta[keep], grad[keep]
             stepper.keep(keep)
@@ -170,6 +227,7 @@ def train(
             break
         stepper.step(theta, grad)
         bar.update()
+    first_order_s = time.perf_counter() - start
     if len(ledger.active) and cfg.refine_steps > 0:
         # the refinement and everything after it run in float64, whatever phase 1 used
         if theta.dtype != torch.float64:
@@ -179,7 +237,7 @@ def train(
         for it in range(1, cfg.refine_steps + 1):
             refiner.step()
             ledger.refine_steps[ledger.active.cpu()] = it
-            keep = ledger.settle(refiner.theta, refiner.loss, refiner.grad, cfg)
+            keep = ledger.settle(refiner.theta, refiner.loss, refiner.grad, cfg, certifying)
             bar.update()
             if len(keep) == 0:
                 break
@@ -187,6 +245,7 @@ def train(
                 refiner.keep(keep)
     bar.close()
     n_hist = len(ledger.hist_step)
+    wall = time.perf_counter() - start
     return TrainResult(
         theta=ledger.theta,
         loss=ledger.loss,
@@ -197,6 +256,81 @@ def train(
         history_step=ledger.hist_step,
         history_loss=ledger.hist_loss[:, :n_hist],
         history_norm=ledger.hist_norm[:, :n_hist],
-        wall_time=time.perf_counter() - start,
+        wall_time=wall,
         free=None if free is None else free.to(torch.bool),
+        phase_seconds={"first_order": first_order_s, "refine": wall - first_order_s},
+    )
+
+
+def _certified(loss: Tensor, grad: Tensor, cfg: TrainConfig) -> Tensor:
+    """Certified endpoints: gradient infinity norm at most tol_cert, or a loss at rounding level
+    (at most tol_zero), which only a global minimum of a non-negative loss can have."""
+    return (grad.abs().amax(dim=1) <= cfg.tol_cert) | (loss <= cfg.tol_zero)
+
+
+def _certify(
+    objective: Objective, result: TrainResult, cfg: TrainConfig, free: Tensor | None
+) -> TrainResult:
+    """Drive every member that did not diverge to a certified endpoint, in rounds (see the
+    module docstring); the result holds float64 parameters."""
+    start = time.perf_counter()
+    objective = objective.to(torch.float64)
+    theta = result.theta.to(torch.float64).clone()
+    mask = None if free is None else free.to(theta.device, torch.float64)
+    loss, grad = objective.loss_and_grad(theta)
+    if mask is not None:
+        grad = grad * mask
+    status = list(result.status)
+    alive = torch.tensor([s != "diverged" for s in status], device=theta.device)
+    alive &= torch.isfinite(loss) & torch.isfinite(grad).all(dim=1)
+    certified = alive & _certified(loss, grad, cfg)
+    steps, refine_steps = result.steps.clone(), result.refine_steps.clone()
+    rounds = torch.zeros(theta.shape[0], dtype=torch.long)
+    todo = (alive & ~certified).nonzero().squeeze(1)
+    for r in range(1, cfg.certify_rounds + 1):
+        if len(todo) == 0:
+            break
+        round_cfg = replace(cfg, steps=0 if r == 1 else cfg.steps, certify_rounds=0)
+        sub = _run(
+            objective,
+            theta[todo],
+            round_cfg,
+            False,
+            None if free is None else free[todo],
+            (),
+            certifying=True,
+        )
+        theta[todo] = sub.theta
+        rows = todo.cpu()
+        steps[rows] += sub.steps
+        refine_steps[rows] += sub.refine_steps
+        rounds[rows] = r
+        outcome = torch.tensor([s == "converged" for s in sub.status], device=theta.device)
+        certified[todo[outcome]] = True
+        for k, i in enumerate(todo.tolist()):
+            if sub.status[k] == "diverged":
+                status[i] = "diverged"
+        todo = todo[torch.tensor([s == "budget" for s in sub.status], device=theta.device)]
+    loss, grad = objective.loss_and_grad(theta)
+    if mask is not None:
+        grad = grad * mask
+    for i in range(theta.shape[0]):
+        if bool(certified[i]):
+            status[i] = "global" if float(loss[i]) < cfg.tol_global else "converged"
+        elif status[i] != "diverged":
+            status[i] = "budget"
+    certify_s = time.perf_counter() - start
+    return replace(
+        result,
+        theta=theta,
+        loss=loss,
+        grad_norm=grad.norm(dim=1),
+        status=status,
+        steps=steps,
+        refine_steps=refine_steps,
+        wall_time=result.wall_time + certify_s,
+        certified=certified.cpu(),
+        grad_inf=grad.abs().amax(dim=1).cpu(),
+        rounds=rounds,
+        phase_seconds={**result.phase_seconds, "certify": certify_s},
     )

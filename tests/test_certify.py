@@ -1,0 +1,61 @@
+"""Certified endpoints: members driven on until the gradient's infinity norm is at most
+tol_cert (or the loss is at rounding level), in rounds, and never a global minimum on budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from escapelab.landscape.classify import ClassifyConfig, classify
+from escapelab.nets.mlp import Architecture
+from escapelab.optim.full_batch import TrainConfig, train
+from escapelab.problems.teacher import make_teacher, student_objective
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    teacher = make_teacher(d=2, width=2, activation="tanh", incoming="orthonormal", seed=1)
+    arch = Architecture(2, (2,), 1, "tanh", bias=False)
+    objective = student_objective(teacher, arch, 300, seed=0)
+    return teacher, arch, objective
+
+
+def test_without_certification_nothing_changes(problem) -> None:
+    _, arch, objective = problem
+    result = train(objective, arch.init(3, seed=0), TrainConfig(steps=200, refine_steps=10))
+    assert result.certified is None and result.grad_inf is None and result.rounds is None
+    assert set(result.phase_seconds) == {"first_order", "refine"}
+
+
+def test_members_end_certified_and_keep_the_numbers(problem) -> None:
+    teacher, arch, objective = problem
+    theta0 = arch.init(6, seed=3)
+    theta0[0] = teacher.theta + 1e-3  # starts next to the global minimum
+    cfg = TrainConfig(steps=300, refine_steps=40, tol_global=1e-9, certify_rounds=2)
+    result = train(objective, theta0, cfg)
+    assert result.certified is not None and bool(result.certified.all())
+    loss, grad = objective.loss_and_grad(result.theta)
+    for i in range(6):
+        assert float(grad[i].abs().max()) <= 1e-12 or float(loss[i]) <= cfg.tol_zero
+        assert result.status[i] == ("global" if float(loss[i]) < cfg.tol_global else "converged")
+    assert torch.equal(result.grad_inf, grad.abs().amax(1))
+    # the global member was stopped at loss < 1e-9 by phase 1; certification took it further
+    assert float(result.loss[0]) <= cfg.tol_zero and int(result.rounds[0]) >= 1
+    assert "certify" in result.phase_seconds
+    endpoints = classify(objective, result, ClassifyConfig(tol_global=1e-9))
+    assert endpoints[0].kind == "global_min" and endpoints[0].certified is True
+    assert all(e.grad_inf == float(result.grad_inf[i]) for i, e in enumerate(endpoints))
+
+
+def test_a_member_that_cannot_certify_is_budget_and_never_global(problem) -> None:
+    teacher, _, objective = problem
+    theta0 = (teacher.theta + 1e-4).expand(2, -1).clone()
+    # no refinement and no first-order steps: nothing can certify it, however small its loss
+    cfg = TrainConfig(steps=0, refine_steps=0, tol_global=1e-3, certify_rounds=2, tol_zero=0.0)
+    result = train(objective, theta0, cfg)
+    assert result.status == ["budget", "budget"] and not bool(result.certified.any())
+    assert float(result.loss.max()) < cfg.tol_global
+    kinds = {e.kind for e in classify(objective, result, ClassifyConfig(tol_global=1e-3))}
+    assert kinds == {"not_converged"}
