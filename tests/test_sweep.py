@@ -250,3 +250,16 @@ def test_another_task_tiling_reuses_the_stored_seeds(tmp_path: Path) -> None:
     assert _science(strip) == _science(
         [{k: v for k, v in r.items() if k != "task"} for r in first.records]
     )
+
+
+def test_width_sweep_summary_separates_bad_minima_from_budget() -> None:
+    from escapelab.config import build
+    from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
+    from escapelab.theory.multistart import wilson_interval
+
+    kinds = ["global_min"] * 5 + ["local_min"] * 3 + ["not_converged"] * 2
+    records = [{"width": 4, "member": i, "kind": k} for i, k in enumerate(kinds)]
+    (row,) = WidthSweep().summarize(build(WidthSweepSpec, {}), records)
+    assert (row["p_global"], row["p_bad_min"], row["p_not_converged"]) == (0.5, 0.3, 0.2)
+    assert (row["bad_ci_low"], row["bad_ci_high"]) == wilson_interval(3, 10)
+    assert (row["local_min"], row["not_converged"], row["saddle"]) == (3, 2, 0)

@@ -97,7 +97,8 @@ class Subnetworks:
     def summarize(
         self, spec: SubnetworkSpec, records: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Per width: the 2x2 contingency table, P(full success) and P(a ticket exists)."""
+        """Per width: the 2x2 contingency table, P(full success), P(a ticket exists), and how
+        the full networks that failed ended (bad minimum or out of budget)."""
         rows = []
         for m in sorted({int(r["width"]) for r in records}):
             mine = [r for r in records if r["width"] == m]
@@ -127,6 +128,9 @@ class Subnetworks:
                     "ci_low": lo,
                     "ci_high": hi,
                     "p_ticket_exists": sum(ticket) / n,
+                    # how the full network failed: a bad minimum, or out of budget
+                    "full_bad_min": sum(r["kind"] == "local_min" for r in mine),
+                    "full_not_converged": sum(r["kind"] == "not_converged" for r in mine),
                     **cells,
                 }
             )

@@ -62,16 +62,30 @@ class WidthSweep:
     def summarize(
         self, spec: WidthSweepSpec, records: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """One row per width: counts by class, P(global) with its Wilson interval, predictions."""
+        """One row per width: counts by class, P(global) with its Wilson interval, P(bad local
+        minimum) with its own, the share that ran out of budget (``not_converged``: neither
+        a success nor a failure of the landscape), and the predictions."""
         r_star = spec.teacher.width
         rows = []
         for m in sorted({int(r["width"]) for r in records}):
             mine = [r for r in records if r["width"] == m]
             counts = {c: sum(r["kind"] == c for r in mine) for c in CLASSES}
-            n, k = len(mine), counts["global_min"]
+            n, k, bad = len(mine), counts["global_min"], counts["local_min"]
             lo, hi = wilson_interval(k, n)
+            bad_lo, bad_hi = wilson_interval(bad, n)
             rows.append(
-                {"width": m, "n": n, "p_global": k / n, "ci_low": lo, "ci_high": hi, **counts}
+                {
+                    "width": m,
+                    "n": n,
+                    "p_global": k / n,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_bad_min": bad / n,
+                    "bad_ci_low": bad_lo,
+                    "bad_ci_high": bad_hi,
+                    "p_not_converged": counts["not_converged"] / n,
+                    **counts,
+                }
             )
         base = next((row for row in rows if row["width"] == r_star), None)
         for row in rows:

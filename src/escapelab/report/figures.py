@@ -23,7 +23,9 @@ from escapelab.report.style import (
 
 
 def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, title: str) -> Path:
-    """P(global minimum) vs width with Wilson intervals and the two multi-start predictions."""
+    """P(global minimum) vs width with Wilson intervals and the two multi-start predictions;
+    P(bad local minimum) with its intervals and the share that ran out of budget (not converged)
+    beside it, so that a failure of the landscape is never confused with one of the budget."""
     widths = [r["width"] for r in rows]
     p = [r["p_global"] for r in rows]
     err = [
@@ -32,6 +34,27 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
     ]
     fig, ax = new_figure()
     ax.errorbar(widths, p, yerr=err, fmt="o-", color="k", capsize=3, label="measured (Wilson 95 %)")
+    if all("p_bad_min" in r for r in rows):
+        bad_err = [
+            [r["p_bad_min"] - r["bad_ci_low"] for r in rows],
+            [r["bad_ci_high"] - r["p_bad_min"] for r in rows],
+        ]
+        ax.errorbar(
+            widths,
+            [r["p_bad_min"] for r in rows],
+            yerr=bad_err,
+            fmt="v-",
+            color=CLASS_COLORS["local_min"],
+            capsize=3,
+            label="P(bad local minimum)",
+        )
+        ax.plot(
+            widths,
+            [r["p_not_converged"] for r in rows],
+            "x:",
+            color=CLASS_COLORS["not_converged"],
+            label="not converged (ran out of budget)",
+        )
     if not all(math.isnan(r["pred_subsets"]) for r in rows):
         ax.plot(
             widths,
@@ -49,7 +72,7 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
         )
     ax.axvline(r_star, color="0.8", lw=1, zorder=0)
     ax.set_xlabel("student width m")
-    ax.set_ylabel("P(global minimum)")
+    ax.set_ylabel("share of students")
     ax.set_ylim(-0.03, 1.03)
     return finish(fig, ax, path, title=title, legend_loc="lower right")
 
