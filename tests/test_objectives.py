@@ -285,9 +285,9 @@ def test_population_loss_of_zero_student_is_half_teacher_second_moment() -> None
 @pytest.mark.parametrize(
     ("arch", "match"),
     [
-        (Architecture(3, (2,), 1, "tanh", bias=False), "activation 'erf'.*'tanh'"),
+        (Architecture(3, (2,), 1, "tanh", bias=False), "share the activation.*'tanh'.*'erf'"),
         (Architecture(3, (2,), 1, "erf", bias=True), "bias-free"),
-        (Architecture(3, (2,), 1, "erf", bias=False, output_bias=True), "bias-free"),
+        (Architecture(3, (2,), 1, "erf", bias=False, output_bias=True), "output without bias"),
         (Architecture(3, (2, 2), 1, "erf", bias=False), "exactly one hidden layer"),
     ],
     ids=["tanh", "hidden-bias", "output-bias", "two-hidden-layers"],

@@ -13,8 +13,9 @@ Every other direction keeps the curvature of theta, so a local minimum theta emb
   B is negative definite), and
 * a saddle otherwise: in particular for every gamma when B is indefinite.
 
-For data objectives B is a sample average; for the erf population loss it is the Hessian in w of
-sum_k a_k K(w, w_k) - sum_k a*_k K(w, w*_k) with the closed-form kernel K, so it is exact too.
+For data objectives B is a sample average; for population losses it is the Hessian in w (and the
+bias, when on) of sum_k a_k K(w, w_k) - sum_k a*_k K(w, w*_k) with the objective's population
+kernel K (closed form or quadrature), so it is exact too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from escapelab.problems.objective import DataObjective, Objective
-from escapelab.problems.population import PopulationObjective, erf_kernel
+from escapelab.problems.population import PopulationObjective
 
 BClass = Literal["positive", "negative", "indefinite", "degenerate"]
 
@@ -49,15 +50,27 @@ def splitting_matrix(objective: Objective, theta: Tensor, unit: int) -> Tensor:
         weights = arch.act.d2(xt @ w) * residual / x.shape[0]
         return a_j * (xt * weights.unsqueeze(1)).t() @ xt
     if isinstance(objective, PopulationObjective):
-        student_w, student_a = first.weight, last.weight[0]
+        student_w, student_b, student_a = first.weight, first.bias, last.weight[0]
         teacher_w = objective.teacher_w.to(theta)
+        teacher_b = None if objective.teacher_b is None else objective.teacher_b.to(theta)
         teacher_a = objective.teacher_a.to(theta)[0]
+        d = arch.d_in
+        if student_b is None and teacher_b is not None:
+            student_b = torch.zeros_like(student_a)
+        if teacher_b is None and student_b is not None:
+            teacher_b = torch.zeros_like(teacher_a)
 
-        def overlap(w: Tensor) -> Tensor:
-            w = w.unsqueeze(0)
-            return erf_kernel(w, student_w)[0] @ student_a - erf_kernel(w, teacher_w)[0] @ teacher_a
+        def overlap(wt: Tensor) -> Tensor:
+            w = wt[:d].unsqueeze(0)
+            b = None if student_b is None else wt[d:]
+            k_s = objective.kernel(w, student_w, b, student_b)[0]
+            k_t = objective.kernel(w, teacher_w, b, teacher_b)[0]
+            return k_s @ student_a - k_t @ teacher_a
 
-        return a_j * torch.func.hessian(overlap)(first.weight[unit])
+        wt = first.weight[unit]
+        if arch.bias:
+            wt = torch.cat([wt, first.bias[unit : unit + 1]])
+        return a_j * torch.func.hessian(overlap)(wt)
     raise TypeError(f"no splitting matrix for {type(objective).__name__}")
 
 

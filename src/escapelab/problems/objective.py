@@ -8,7 +8,8 @@ An :class:`Objective` maps parameters theta (E, P) to per-member losses (E,). Th
   shared inputs for the first layer of all members, the activation and its slope computed together,
   and samples processed in cache-sized chunks. It is checked against autograd in the tests.
 * :class:`~escapelab.problems.population.PopulationObjective` — the exact Gaussian-input population
-  loss of erf networks, differentiated by autograd (it has no sample axis, so it is cheap).
+  loss of one-hidden-layer erf, relu, linear, tanh, sigmoid and softplus networks (closed-form or
+  quadrature kernels), differentiated by autograd (it has no sample axis).
 
 Exact Hessians use ``torch.func`` (forward-over-reverse) vectorised over members, in member chunks
 so that memory stays bounded.

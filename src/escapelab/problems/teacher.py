@@ -2,8 +2,9 @@
 
 A teacher is a one-hidden-layer network (E = 1) with r* hidden units whose global minimum is
 known: any student of width m >= r* can reach zero loss by copying it. Inputs are standard
-Gaussian, x ~ N(0, I_d), either a finite sample or (for bias-free erf networks) the exact
-population, through :class:`~escapelab.problems.population.PopulationObjective`.
+Gaussian, x ~ N(0, I_d), either a finite sample or (for the activations and biases that
+:func:`~escapelab.problems.population.check_population_arch` accepts) the exact population,
+through :class:`~escapelab.problems.population.PopulationObjective`.
 """
 
 from __future__ import annotations
