@@ -328,3 +328,27 @@ def test_refusals_name_what_is_supported(arch: Architecture, match: str) -> None
 def test_erf_kernel_is_unchanged() -> None:
     w, v, _, _ = _rows(1, False)
     torch.testing.assert_close(population_kernel("erf", w, v), erf_kernel(w, v), rtol=0, atol=0)
+
+
+def test_the_experiments_take_the_closed_form_population_losses() -> None:
+    """relu and linear teachers run on the exact population loss; relu endpoints record how close
+    they sit to a kink; the quadrature activations and relu with biases are refused by name."""
+    from escapelab.config import SpecError, build
+    from escapelab.experiments.base import Task
+    from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
+
+    relu = {
+        "teacher": {"activation": "relu", "width": 2, "incoming": "orthonormal", "scale": 1.0},
+        "student": {"widths": [3], "seeds": 3},
+        "train": {"steps": 300, "refine_steps": 20},
+    }
+    spec = build(WidthSweepSpec, relu)
+    task = Task("m=0003/seeds=00000-00002", {"m": 3, "lo": 0, "hi": 3})
+    records = WidthSweep().run_task(spec, task, torch.device("cpu"))
+    assert len(records) == 3
+    assert all(0.0 <= r["kink_angle"] <= math.pi / 2 for r in records)
+    assert build(WidthSweepSpec, {"teacher": {"activation": "linear", "bias": True}})
+    with pytest.raises(SpecError, match=r"teacher\.activation: .*closed-form kernel.*'tanh'"):
+        build(WidthSweepSpec, {"teacher": {"activation": "tanh"}})
+    with pytest.raises(SpecError, match=r"student\.bias: .*relu networks needs bias = false"):
+        build(WidthSweepSpec, {"teacher": {"activation": "relu"}, "student": {"bias": True}})

@@ -48,7 +48,8 @@ class WidthSweep:
         run = train_students(spec, m, lo, hi, device)
         result, endpoints = run.result, run.endpoints
         share = result.wall_time / max(1, hi - lo)
-        return [
+        kinks = run.kink_angles()
+        records = [
             {
                 "width": m,
                 "member": lo + i,
@@ -58,6 +59,10 @@ class WidthSweep:
             }
             for i, ep in enumerate(endpoints)
         ]
+        if kinks is not None:  # relu on the population loss: how close to a kink each ended
+            for record, angle in zip(records, kinks.tolist(), strict=True):
+                record["kink_angle"] = angle
+        return records
 
     def summarize(
         self, spec: WidthSweepSpec, records: list[dict[str, Any]]

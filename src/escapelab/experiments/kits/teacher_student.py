@@ -29,6 +29,12 @@ from escapelab.nets.mlp import Architecture
 from escapelab.nets.surgery import select_units
 from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import Objective
+from escapelab.problems.population import (
+    BIAS_FREE_ACTIVATIONS,
+    CLOSED_FORM_ACTIVATIONS,
+    SUPPORTED,
+    PopulationObjective,
+)
 from escapelab.problems.teacher import Teacher, make_teacher, student_objective
 from escapelab.seeding import derive_seed
 
@@ -103,24 +109,35 @@ class TrainSpec(TrainConfig):
 
 
 def check_population(n_samples: int | None, teacher: TeacherSpec, student_bias: bool) -> None:
-    """The exact population loss (n_samples = None) needs erf units and no biases."""
+    """The exact population loss (n_samples = None) for the experiments: the closed-form kernels
+    (erf and relu without biases, linear with or without). The quadrature kernels of
+    :mod:`escapelab.problems.population` (tanh, sigmoid, softplus) are exact too but cost about
+    0.1 s per member and evaluation, too slow for thousands of training steps."""
     if n_samples is not None:
         return
-    if teacher.activation != "erf":
+    act = teacher.activation
+    if act not in CLOSED_FORM_ACTIVATIONS:
         raise SpecError(
             "teacher.activation",
-            f"the exact population loss (n_samples = null) needs erf, got {teacher.activation!r}; "
-            "set n_samples to a sample count or use activation erf",
+            f"the exact population loss (n_samples = null) of the experiments needs a closed-form "
+            f"kernel ({', '.join(CLOSED_FORM_ACTIVATIONS)}), got {act!r}; set n_samples to a "
+            "sample count",
         )
-    for name, value in (("teacher.bias", teacher.bias), ("student.bias", student_bias)):
-        if value:
-            raise SpecError(name, "the exact population loss (n_samples = null) needs bias = false")
+    if act in BIAS_FREE_ACTIVATIONS:
+        for name, value in (("teacher.bias", teacher.bias), ("student.bias", student_bias)):
+            if value:
+                raise SpecError(
+                    name,
+                    f"the exact population loss (n_samples = null) of {act} networks needs "
+                    f"bias = false; supported: {SUPPORTED}",
+                )
 
 
 @dataclass(frozen=True)
 class TeacherStudentSpec:
     """The sections every teacher-student experiment shares; experiments subclass it.
-    ``n_samples`` = None means the exact population loss (erf, no biases)."""
+    ``n_samples`` = None means the exact population loss (erf or relu without biases, linear;
+    see :func:`check_population`)."""
 
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     student: StudentSpec = field(default_factory=StudentSpec)
@@ -196,6 +213,15 @@ class StudentRun:
     theta0: Tensor
     result: TrainResult
     endpoints: list[Endpoint]
+
+    def kink_angles(self) -> Tensor | None:
+        """Per member, for relu students on the exact population loss: the smallest angle of
+        its incoming vectors to collinearity with another unit or the teacher's (0 for a zero
+        vector), where the loss's third derivatives jump (or it is not differentiable); None
+        for every other objective."""
+        if isinstance(self.objective, PopulationObjective) and self.arch.activation == "relu":
+            return self.objective.min_incoming_angle(self.result.theta)
+        return None
 
 
 def train_students(
