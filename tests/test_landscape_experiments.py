@@ -121,6 +121,7 @@ def test_critical_point_search_finds_a_saddle() -> None:
 
 def test_escape_run_turns_a_bad_minimum_into_a_saddle(tmp_path) -> None:
     spec = {
+        "teachers": 1,
         "student": {"seeds": 6},
         "train": {"steps": 2500, "refine_steps": 80},
         "gammas": [-0.5, 0.5],
@@ -139,7 +140,7 @@ def test_escape_run_turns_a_bad_minimum_into_a_saddle(tmp_path) -> None:
 
 
 def test_subnetwork_table_counts(tmp_path) -> None:
-    spec = {"student": {"widths": [6], "seeds": 4}, "train": {"steps": 1500}}
+    spec = {"teachers": 1, "student": {"widths": [6], "seeds": 4}, "train": {"steps": 1500}}
     out = escapelab.run("subnetworks", spec, store=tmp_path, progress=False)
     (row,) = out.summary
     cells = (
@@ -161,7 +162,12 @@ def test_subnetworks_refuse_narrow_students() -> None:
 
 
 def test_census_counts(tmp_path) -> None:
-    spec = {"student": {"widths": [3], "seeds": 6}, "train": {"steps": 2000}, "search_starts": 1}
+    spec = {
+        "teachers": 1,
+        "student": {"widths": [3], "seeds": 6},
+        "train": {"steps": 2000},
+        "search_starts": 1,
+    }
     out = escapelab.run("minima-census", spec, store=tmp_path, progress=False)
     (row,) = out.summary
     assert row["global_min"] == 0, "width 3 < r* = 4 cannot reach zero loss"

@@ -20,6 +20,7 @@ from escapelab.config import build, spec_hash, to_dict
 from escapelab.experiments import get_experiment
 from escapelab.runner.store import (
     DB_NAME,
+    PINNED_FIELDS,
     SCHEMA_VERSION,
     HashMigration,
     Store,
@@ -60,17 +61,20 @@ def old_hash(name: str, spec_data: dict) -> str:
 
 # train fields that 0.2 added (TrainSpec now embeds the trainer's TrainConfig); 0.1 did not
 # write them
-ADDED_TRAIN_FIELDS = ("betas", "eps", "record_every")
+ADDED_TRAIN_FIELDS = ("betas", "eps", "record_every", "certify_rounds", "tol_cert", "tol_zero")
 
 
 def as_written_by_0_1(data: dict) -> dict:
-    """Spec data as escapelab 0.1 wrote it: without the train fields added since."""
+    """Spec data as escapelab 0.1 wrote it: without the fields added since (the train section's
+    and the number of teachers of a teacher-student spec)."""
     out = {}
     for key, value in data.items():
         if isinstance(value, dict):
             value = as_written_by_0_1(value)
             if key == "train" and "tol_eig" in value:
                 value = {k: v for k, v in value.items() if k not in ADDED_TRAIN_FIELDS}
+        if key == "teachers" and "student" in data:
+            continue
         out[key] = value
     return out
 
@@ -140,14 +144,15 @@ def test_opening_an_old_store_renames_runs_and_keeps_old_names(tmp_path: Path) -
     assert rows["twin"][0] in messages and "same science" in messages
     assert "0123456789abcdef" in messages and "no longer builds" in messages
 
+    # 0.1 ran one teacher: the migration pins teachers = 1 (PINNED_FIELDS), part of the name
     new = {
-        name: spec_hash(name, build(get_experiment(name).spec_type, {}))
+        name: spec_hash(name, build(get_experiment(name).spec_type, PINNED_FIELDS.get(name, {})))
         for name in OLD_DEFAULT_HASHES
     }
     new_sweep = new["width-sweep"]
-    assert new_sweep == "9d48a8fb2a9f19dc"
+    assert new_sweep == "36579092d194b872"
     expected = {new[name] for name in OLD_DEFAULT_HASHES} | {
-        "c82a2c010d3410fb",  # widths 6,7, in either order
+        "7b04050d3c3366fb",  # widths 6,7, in either order, one teacher
         rows["twin"][0],  # same science as the default width-sweep, which is older: kept
         "0123456789abcdef",  # no longer builds: untouched
     }
@@ -157,7 +162,7 @@ def test_opening_an_old_store_renames_runs_and_keeps_old_names(tmp_path: Path) -
         {"task": "m=0004/seeds=00000-00047", "width": 4, "member": 0, "kind": "global", "loss": 0.0}
     ]
     assert store.find("796eb455").hash == new_sweep
-    assert store.find(OLD_WIDTHS_76).hash == "c82a2c010d3410fb"
+    assert store.find(OLD_WIDTHS_76).hash == "7b04050d3c3366fb"
     assert store.find(rows["twin"][0]).hash == rows["twin"][0]
     assert len(store.records(rows["twin"][0])) == 1
     assert store.aliases()[OLD_DEFAULT_HASHES["lottery"]] == new["lottery"]
@@ -211,7 +216,7 @@ def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path: Path, monkeypat
     assert {r.status for r in report} == {"renamed", "kept", "unbuildable"}
     assert (
         HashMigration(
-            OLD_DEFAULT_HASHES["width-sweep"], "9d48a8fb2a9f19dc", "width-sweep", "renamed"
+            OLD_DEFAULT_HASHES["width-sweep"], "36579092d194b872", "width-sweep", "renamed"
         )
         in report
     )

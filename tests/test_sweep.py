@@ -20,6 +20,7 @@ from escapelab.runner.store import DB_NAME
 from escapelab.runner.sweep import uncovered_tasks
 
 TINY = {
+    "teachers": 1,
     "student": {"widths": [4, 5], "seeds": 6},
     "train": {"steps": 1500, "refine_steps": 30},
     "seeds_per_task": 3,
@@ -99,7 +100,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
 
 
 def test_success_grows_with_width(tmp_path: Path) -> None:
-    spec = {"student": {"widths": [4, 8], "seeds": 16}, "train": {"steps": 2500}}
+    spec = {"teachers": 1, "student": {"widths": [4, 8], "seeds": 16}, "train": {"steps": 2500}}
     out = escapelab.run("width-sweep", spec, store=tmp_path, progress=False)
     p = {row["width"]: row["p_global"] for row in out.summary}
     assert p[8] >= p[4]
@@ -145,6 +146,8 @@ def test_cli_run_list_show_export(tmp_path: Path) -> None:
         "student.seeds=3",
         "--set",
         "train.steps=300",
+        "--set",
+        "teachers=1",
     ]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -213,6 +216,7 @@ def test_stored_seeds_are_judged_by_coverage_not_by_key() -> None:
 
 
 TINY_2 = {
+    "teachers": 1,
     "teacher": {"width": 2},
     "student": {"widths": [2, 3], "seeds": 4},
     "train": {"steps": 200, "refine_steps": 5},
@@ -263,3 +267,45 @@ def test_width_sweep_summary_separates_bad_minima_from_budget() -> None:
     assert (row["p_global"], row["p_bad_min"], row["p_not_converged"]) == (0.5, 0.3, 0.2)
     assert (row["bad_ci_low"], row["bad_ci_high"]) == wilson_interval(3, 10)
     assert (row["local_min"], row["not_converged"], row["saddle"]) == (3, 2, 0)
+
+
+def test_several_teachers_are_pooled_and_each_is_its_single_teacher_run(tmp_path: Path) -> None:
+    """teachers = 2 runs teacher seeds 0 and 1; each teacher's records are those of a run of
+    that teacher alone, the summary has one row per teacher and width and one pooled row per
+    width whose P(global) is the teachers' mean with a bootstrap interval inside their range."""
+    from escapelab.theory.multistart import bootstrap_mean_interval
+
+    both = escapelab.run("width-sweep", {**TINY_2, "teachers": 2}, store=tmp_path, progress=False)
+    assert {r["teacher"] for r in both.records} == {0, 1}
+    assert all(r["task"].startswith(f"teacher=0{r['teacher']}/") for r in both.records)
+    for seed in (0, 1):
+        alone = escapelab.run(
+            "width-sweep",
+            {**TINY_2, "teacher": {**TINY_2["teacher"], "seed": seed}},
+            store=tmp_path / f"alone{seed}",
+            progress=False,
+        )
+        mine = [{k: v for k, v in r.items() if k != "task"} for r in both.records]
+        solo = [{k: v for k, v in r.items() if k != "task"} for r in alone.records]
+        assert _science([r for r in mine if r["teacher"] == seed]) == _science(solo)
+    rows = both.summary
+    assert [(r["teacher"], r["width"]) for r in rows] == [
+        (0, 2), (0, 3), (1, 2), (1, 3), ("pooled", 2), ("pooled", 3)
+    ]  # fmt: skip
+    for m in (2, 3):
+        per = [r["p_global"] for r in rows if r["width"] == m and r["teacher"] != "pooled"]
+        (pooled,) = [r for r in rows if r["width"] == m and r["teacher"] == "pooled"]
+        assert pooled["p_global"] == sum(per) / 2 and pooled["teachers"] == 2
+        assert (pooled["ci_low"], pooled["ci_high"]) == bootstrap_mean_interval(per)
+        assert min(per) <= pooled["ci_low"] <= pooled["ci_high"] <= max(per)
+        assert pooled["n"] == 8
+
+
+def test_bootstrap_interval_over_teachers() -> None:
+    from escapelab.theory.multistart import bootstrap_mean_interval
+
+    assert bootstrap_mean_interval([0.4, 0.4, 0.4]) == pytest.approx((0.4, 0.4), abs=1e-15)
+    lo, hi = bootstrap_mean_interval([0.0, 1.0] * 4)
+    assert 0.1 < lo < 0.5 < hi < 0.9
+    assert bootstrap_mean_interval([0.0, 1.0] * 4) == (lo, hi)  # seeded
+    assert all(v != v for v in bootstrap_mean_interval([]))

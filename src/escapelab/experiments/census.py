@@ -32,7 +32,9 @@ from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherStudentSpec,
     objective_for,
+    per_teacher,
     student_arch,
+    task_spec,
     train_students,
     width_tasks,
 )
@@ -93,6 +95,7 @@ class Census:
 
     def run_task(self, spec: CensusSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
+        spec = task_spec(spec, task)
         tr = spec.train
         run = train_students(spec, m, lo, hi, device)
         arch, objective, result, endpoints = run.arch, run.objective, run.result, run.endpoints
@@ -168,9 +171,15 @@ class Census:
                             tr.tol_eig,
                         )
                     )
-        return records
+        return [{"teacher": spec.teacher.seed, **r} for r in records]
 
     def summarize(self, spec: CensusSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per teacher and width: :meth:`summarize_teacher`."""
+        return per_teacher(spec, records, self.summarize_teacher)
+
+    def summarize_teacher(
+        self, spec: CensusSpec, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """Per width: distinct bad minima (losses, basin shares) and Hessian indices found."""
         rows = []
         probes = probe_inputs(spec.teacher.d, spec.n_probes, derive_seed("probes", spec.seed))

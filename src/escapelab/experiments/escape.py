@@ -30,6 +30,8 @@ from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherStudentSpec,
     objective_for,
+    per_teacher,
+    task_spec,
     train_and_classify,
     train_students,
     width_tasks,
@@ -71,10 +73,17 @@ class Escape:
 
     def run_task(self, spec: EscapeSpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         r, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
+        spec = task_spec(spec, task)
         run = train_students(spec, r, lo, hi, device)
         arch, objective, result, endpoints = run.arch, run.objective, run.result, run.endpoints
         records: list[dict[str, Any]] = [
-            {"role": "source", "width": r, "member": lo + i, **ep.to_dict()}
+            {
+                "teacher": spec.teacher.seed,
+                "role": "source",
+                "width": r,
+                "member": lo + i,
+                **ep.to_dict(),
+            }
             for i, ep in enumerate(endpoints)
         ]
         bad = [i for i, ep in enumerate(endpoints) if ep.kind == "local_min"][: spec.max_minima]
@@ -160,6 +169,7 @@ class Escape:
             curve = final.history_loss[k].tolist() if final.history_loss is not None else []
             records.append(
                 {
+                    "teacher": spec.teacher.seed,
                     "role": "embedded",
                     "width": r + 1,
                     **info,
@@ -173,54 +183,8 @@ class Escape:
         return records
 
     def summarize(self, spec: EscapeSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per source width, embedding and gamma: saddles (predicted, measured), escape rate."""
-        rows = []
-        for r in sorted({int(x["width"]) for x in records if x["role"] == "source"}):
-            sources = [x for x in records if x["role"] == "source" and x["width"] == r]
-            bad = sum(x["kind"] == "local_min" for x in sources)
-            runs = [x for x in records if x["role"] == "embedded" and x["width"] == r + 1]
-            keys = sorted(
-                {(x["embedding"], x["gamma"]) for x in runs},
-                key=lambda k: (k[0], -1e9 if k[1] is None else k[1]),
-            )
-            if not runs:
-                rows.append(
-                    {
-                        "source_width": r,
-                        "sources": len(sources),
-                        "bad_minima": bad,
-                        "embedding": "-",
-                        "gamma": None,
-                        "runs": 0,
-                    }
-                )
-            for emb, gamma in keys:
-                mine = [x for x in runs if x["embedding"] == emb and x["gamma"] == gamma]
-                saddle = [x["embedded_n_negative"] > 0 for x in mine]
-                predicted = [x["predicted_saddle"] for x in mine]
-                judged = [(p, s) for p, s in zip(predicted, saddle, strict=True) if p is not None]
-                escaped = sum(x["escaped"] for x in mine)
-                lo, hi = wilson_interval(escaped, len(mine))
-                rows.append(
-                    {
-                        "source_width": r,
-                        "sources": len(sources),
-                        "bad_minima": bad,
-                        "embedding": emb,
-                        "gamma": gamma,
-                        "runs": len(mine),
-                        "saddle_measured": sum(saddle) / len(mine),
-                        "b_agrees": (sum(p == s for p, s in judged) / len(judged))
-                        if judged
-                        else float("nan"),
-                        "escape_rate": escaped / len(mine),
-                        "ci_low": lo,
-                        "ci_high": hi,
-                        "p_global": sum(x["reached_global"] for x in mine) / len(mine),
-                        "mean_final_loss": sum(x["loss"] for x in mine) / len(mine),
-                    }
-                )
-        return rows
+        """Per teacher, source width, embedding and gamma: :func:`escape_table`."""
+        return per_teacher(spec, records, lambda _, mine: escape_table(mine))
 
     def figures(self, spec: EscapeSpec, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         from escapelab.report.figures import plot_escape_curves, plot_split_spectrum
@@ -233,3 +197,54 @@ class Escape:
             plot_split_spectrum(runs, out_dir / "split_eig_min_vs_gamma.png", title),
             plot_escape_curves(runs, out_dir / "escape_loss_curves.png", title),
         ]
+
+
+def escape_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per source width, embedding and gamma: saddles (predicted, measured), escape rate."""
+    rows = []
+    for r in sorted({int(x["width"]) for x in records if x["role"] == "source"}):
+        sources = [x for x in records if x["role"] == "source" and x["width"] == r]
+        bad = sum(x["kind"] == "local_min" for x in sources)
+        runs = [x for x in records if x["role"] == "embedded" and x["width"] == r + 1]
+        keys = sorted(
+            {(x["embedding"], x["gamma"]) for x in runs},
+            key=lambda k: (k[0], -1e9 if k[1] is None else k[1]),
+        )
+        if not runs:
+            rows.append(
+                {
+                    "source_width": r,
+                    "sources": len(sources),
+                    "bad_minima": bad,
+                    "embedding": "-",
+                    "gamma": None,
+                    "runs": 0,
+                }
+            )
+        for emb, gamma in keys:
+            mine = [x for x in runs if x["embedding"] == emb and x["gamma"] == gamma]
+            saddle = [x["embedded_n_negative"] > 0 for x in mine]
+            predicted = [x["predicted_saddle"] for x in mine]
+            judged = [(p, s) for p, s in zip(predicted, saddle, strict=True) if p is not None]
+            escaped = sum(x["escaped"] for x in mine)
+            lo, hi = wilson_interval(escaped, len(mine))
+            rows.append(
+                {
+                    "source_width": r,
+                    "sources": len(sources),
+                    "bad_minima": bad,
+                    "embedding": emb,
+                    "gamma": gamma,
+                    "runs": len(mine),
+                    "saddle_measured": sum(saddle) / len(mine),
+                    "b_agrees": (sum(p == s for p, s in judged) / len(judged))
+                    if judged
+                    else float("nan"),
+                    "escape_rate": escaped / len(mine),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_global": sum(x["reached_global"] for x in mine) / len(mine),
+                    "mean_final_loss": sum(x["loss"] for x in mine) / len(mine),
+                }
+            )
+    return rows

@@ -29,6 +29,8 @@ from escapelab.experiments.kits.teacher_student import (
     TeacherSpec,
     TeacherStudentSpec,
     check_wider_than_teacher,
+    per_teacher,
+    task_spec,
     train_students,
     train_subsets,
     width_tasks,
@@ -72,6 +74,7 @@ class Subnetworks:
         self, spec: SubnetworkSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
+        spec = task_spec(spec, task)
         run = train_students(spec, m, lo, hi, device)
         full, full_ep = run.result, run.endpoints
         subs = train_subsets(spec, run.arch, run.theta0, spec.max_subsets, spec.subset_seed, device)
@@ -81,6 +84,7 @@ class Subnetworks:
             mine, winning = subs.member(i), subs.winning(i)
             records.append(
                 {
+                    "teacher": spec.teacher.seed,
                     "width": m,
                     "member": lo + i,
                     **ep.to_dict(),
@@ -97,43 +101,11 @@ class Subnetworks:
     def summarize(
         self, spec: SubnetworkSpec, records: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Per width: the 2x2 contingency table, P(full success), P(a ticket exists), and how
-        the full networks that failed ended (bad minimum or out of budget)."""
-        rows = []
-        for m in sorted({int(r["width"]) for r in records}):
-            mine = [r for r in records if r["width"] == m]
-            success = [r["kind"] == "global_min" for r in mine]
-            ticket = [r["n_winning"] > 0 for r in mine]
-            cells = {
-                "success_with_ticket": sum(s and t for s, t in zip(success, ticket, strict=True)),
-                "success_without_ticket": sum(
-                    s and not t for s, t in zip(success, ticket, strict=True)
-                ),
-                "failure_with_ticket": sum(
-                    t and not s for s, t in zip(success, ticket, strict=True)
-                ),
-                "failure_without_ticket": sum(
-                    not (s or t) for s, t in zip(success, ticket, strict=True)
-                ),
-            }
-            n = len(mine)
-            lo, hi = wilson_interval(sum(success), n)
-            rows.append(
-                {
-                    "width": m,
-                    "n": n,
-                    "subsets_per_member": mine[0]["n_subsets"],
-                    "subsets_sampled": any(r["subsets_sampled"] for r in mine),
-                    "p_full_success": sum(success) / n,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "p_ticket_exists": sum(ticket) / n,
-                    # how the full network failed: a bad minimum, or out of budget
-                    "full_bad_min": sum(r["kind"] == "local_min" for r in mine),
-                    "full_not_converged": sum(r["kind"] == "not_converged" for r in mine),
-                    **cells,
-                }
-            )
+        """Per teacher and width, :func:`contingency`; with several teachers also ``pooled``
+        rows: the same table over all teachers' members (the cells are counts)."""
+        rows = per_teacher(spec, records, lambda _, mine: contingency(mine))
+        if rows and "teacher" in rows[0]:
+            rows += [{"teacher": "pooled", **row} for row in contingency(records)]
         return rows
 
     def figures(
@@ -142,8 +114,50 @@ class Subnetworks:
         from escapelab.report.figures import plot_contingency
 
         rows = self.summarize(spec, records)
+        pooled = [r for r in rows if r.get("teacher") == "pooled"]
+        teachers = f"{spec.teachers} teachers" if pooled else "teacher"
         title = (
-            f"width-{spec.teacher.width} sub-networks trained alone; teacher r*="
+            f"width-{spec.teacher.width} sub-networks trained alone; {teachers} r*="
             f"{spec.teacher.width}, d={spec.teacher.d}"
         )
-        return [plot_contingency(rows, CELLS, out_dir / "subnetwork_contingency.png", title)]
+        path = out_dir / "subnetwork_contingency.png"
+        return [plot_contingency(pooled or rows, CELLS, path, title)]
+
+
+def contingency(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per width: the 2x2 contingency table, P(full success), P(a ticket exists), and how
+    the full networks that failed ended (bad minimum or out of budget)."""
+    rows = []
+    for m in sorted({int(r["width"]) for r in records}):
+        mine = [r for r in records if r["width"] == m]
+        success = [r["kind"] == "global_min" for r in mine]
+        ticket = [r["n_winning"] > 0 for r in mine]
+        cells = {
+            "success_with_ticket": sum(s and t for s, t in zip(success, ticket, strict=True)),
+            "success_without_ticket": sum(
+                s and not t for s, t in zip(success, ticket, strict=True)
+            ),
+            "failure_with_ticket": sum(t and not s for s, t in zip(success, ticket, strict=True)),
+            "failure_without_ticket": sum(
+                not (s or t) for s, t in zip(success, ticket, strict=True)
+            ),
+        }
+        n = len(mine)
+        lo, hi = wilson_interval(sum(success), n)
+        rows.append(
+            {
+                "width": m,
+                "n": n,
+                "subsets_per_member": mine[0]["n_subsets"],
+                "subsets_sampled": any(r["subsets_sampled"] for r in mine),
+                "p_full_success": sum(success) / n,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_ticket_exists": sum(ticket) / n,
+                # how the full network failed: a bad minimum, or out of budget
+                "full_bad_min": sum(r["kind"] == "local_min" for r in mine),
+                "full_not_converged": sum(r["kind"] == "not_converged" for r in mine),
+                **cells,
+            }
+        )
+    return rows

@@ -30,7 +30,7 @@ from escapelab.experiments.kits.neuron_tickets import (
     neuron_ticket_records,
     neuron_ticket_summary,
 )
-from escapelab.experiments.kits.teacher_student import width_tasks
+from escapelab.experiments.kits.teacher_student import per_teacher, task_spec, width_tasks
 from escapelab.experiments.kits.weight_tickets import (
     WeightTicketSpec,
     weight_ticket_records,
@@ -56,6 +56,13 @@ class TicketPerturbationSpec:
             raise SpecError("kinds", f"name each of neuron, weight at most once, got {self.kinds}")
 
 
+def _neuron_problem(row: dict) -> str:
+    """E.g. ``teacher-student m=6`` (``, teacher 3`` with several teachers); takes the row's
+    width and teacher out of it."""
+    label = f"teacher-student m={row.pop('width')}"
+    return label + (f", teacher {row.pop('teacher')}" if "teacher" in row else "")
+
+
 class TicketPerturbation:
     """The ``ticket-perturbation`` experiment (E3)."""
 
@@ -78,7 +85,8 @@ class TicketPerturbation:
         if task.params["ticket_kind"] == "weight":
             return weight_ticket_records(spec.weight, grid, task, device)
         p = task.params
-        return neuron_ticket_records(spec.neuron, grid, p["m"], p["lo"], p["hi"], device)
+        neuron = task_spec(spec.neuron, task)
+        return neuron_ticket_records(neuron, grid, p["m"], p["lo"], p["hi"], device)
 
     def summarize(
         self, spec: TicketPerturbationSpec, records: list[dict[str, Any]]
@@ -88,8 +96,8 @@ class TicketPerturbation:
         neuron = [r for r in records if r["ticket_kind"] == "neuron"]
         weight = [r for r in records if r["ticket_kind"] == "weight"]
         rows = [
-            {"ticket_kind": "neuron", "problem": f"teacher-student m={row.pop('width')}", **row}
-            for row in neuron_ticket_summary(neuron)
+            {"ticket_kind": "neuron", "problem": _neuron_problem(row), **row}
+            for row in per_teacher(spec.neuron, neuron, lambda _, mine: neuron_ticket_summary(mine))
         ]
         rows += [
             {"ticket_kind": "weight", "problem": row.pop("dataset"), **row}

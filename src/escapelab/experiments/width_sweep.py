@@ -10,6 +10,7 @@ seed, the width and i, so results do not depend on how seeds are split into task
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,17 @@ import torch
 from escapelab.experiments.base import Task
 from escapelab.experiments.kits.teacher_student import (
     TeacherStudentSpec,
+    per_teacher,
+    task_spec,
     train_students,
     width_tasks,
 )
 from escapelab.landscape.classify import CLASSES
-from escapelab.theory.multistart import multistart_prediction, wilson_interval
+from escapelab.theory.multistart import (
+    bootstrap_mean_interval,
+    multistart_prediction,
+    wilson_interval,
+)
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,14 @@ class WidthSweep:
         self, spec: WidthSweepSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
+        spec = task_spec(spec, task)
         run = train_students(spec, m, lo, hi, device)
         result, endpoints = run.result, run.endpoints
         share = result.wall_time / max(1, hi - lo)
         kinks = run.kink_angles()
         records = [
             {
+                "teacher": spec.teacher.seed,
                 "width": m,
                 "member": lo + i,
                 **ep.to_dict(),
@@ -67,9 +76,18 @@ class WidthSweep:
     def summarize(
         self, spec: WidthSweepSpec, records: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """One row per width: counts by class, P(global) with its Wilson interval, P(bad local
-        minimum) with its own, the share that ran out of budget (``not_converged``: neither
-        a success nor a failure of the landscape), and the predictions."""
+        """Per teacher and width (:meth:`summarize_teacher`); with several teachers, also one
+        ``pooled`` row per width (:func:`pooled_rows`)."""
+        rows = per_teacher(spec, records, self.summarize_teacher)
+        return rows + pooled_rows(rows) if "teacher" in (rows[0] if rows else {}) else rows
+
+    def summarize_teacher(
+        self, spec: WidthSweepSpec, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """One teacher's rows, one per width: counts by class, P(global) with its Wilson
+        interval, P(bad local minimum) with its own, the share that ran out of budget
+        (``not_converged``: neither a success nor a failure of the landscape), and the
+        multi-start predictions from this teacher's P(global) at m = r*."""
         r_star = spec.teacher.width
         rows = []
         for m in sorted({int(r["width"]) for r in records}):
@@ -102,19 +120,61 @@ class WidthSweep:
                 )
         return rows
 
+    def figures_title(self, spec: WidthSweepSpec) -> str:
+        """The figures' title: the teacher(s) and the loss."""
+        teachers = f"{spec.teachers} teachers" if spec.teachers > 1 else "teacher"
+        return (
+            f"{teachers} r*={spec.teacher.width}, d={spec.teacher.d}, {spec.teacher.activation}, "
+            + ("population loss" if spec.n_samples is None else f"N={spec.n_samples}")
+        )
+
     def figures(
         self, spec: WidthSweepSpec, records: list[dict[str, Any]], out_dir: Path
     ) -> list[Path]:
         from escapelab.report.figures import plot_loss_by_width, plot_success_vs_width
 
         rows = self.summarize(spec, records)
-        title = (
-            f"teacher r*={spec.teacher.width}, d={spec.teacher.d}, {spec.teacher.activation}, "
-            + ("population loss" if spec.n_samples is None else f"N={spec.n_samples}")
-        )
+        title = self.figures_title(spec)
         return [
             plot_success_vs_width(
                 rows, spec.teacher.width, out_dir / "p_global_vs_width.png", title
             ),
             plot_loss_by_width(records, out_dir / "final_loss_by_width.png", title),
         ]
+
+
+def pooled_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ``pooled`` row per width over the per-teacher rows: the mean over teachers of
+    P(global) with a bootstrap interval over teachers (which carries the between-teacher
+    spread, unlike a binomial interval of all members together), its smallest and largest
+    teacher value, P(bad local minimum) likewise, the class counts and the share out of budget
+    over all members, and the mean of the teachers' own multi-start predictions."""
+    out = []
+    for m in sorted({r["width"] for r in rows}):
+        mine = [r for r in rows if r["width"] == m]
+        n = sum(r["n"] for r in mine)
+        counts = {c: sum(r[c] for r in mine) for c in CLASSES}
+        p, bad = [r["p_global"] for r in mine], [r["p_bad_min"] for r in mine]
+        lo, hi = bootstrap_mean_interval(p)
+        bad_lo, bad_hi = bootstrap_mean_interval(bad)
+        out.append(
+            {
+                "teacher": "pooled",
+                "width": m,
+                "n": n,
+                "teachers": len(mine),
+                "p_global": statistics.fmean(p),
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_global_min": min(p),
+                "p_global_max": max(p),
+                "p_bad_min": statistics.fmean(bad),
+                "bad_ci_low": bad_lo,
+                "bad_ci_high": bad_hi,
+                "p_not_converged": counts["not_converged"] / n,
+                **counts,
+                "pred_subsets": statistics.fmean(r["pred_subsets"] for r in mine),
+                "pred_disjoint": statistics.fmean(r["pred_disjoint"] for r in mine),
+            }
+        )
+    return out

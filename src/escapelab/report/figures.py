@@ -25,15 +25,34 @@ from escapelab.report.style import (
 def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, title: str) -> Path:
     """P(global minimum) vs width with Wilson intervals and the two multi-start predictions;
     P(bad local minimum) with its intervals and the share that ran out of budget (not converged)
-    beside it, so that a failure of the landscape is never confused with one of the budget."""
+    beside it, so that a failure of the landscape is never confused with one of the budget.
+    With several teachers (rows of a ``teacher`` each and ``pooled`` ones) every teacher's
+    P(global) is drawn faint behind the pooled curves, whose interval is over teachers."""
+    fig, ax = new_figure()
+    pooled = [r for r in rows if r.get("teacher") == "pooled"]
+    measured = "measured (Wilson 95 %)"
+    if pooled:
+        teachers = [t for t in dict.fromkeys(r.get("teacher") for r in rows) if t != "pooled"]
+        for k, seed in enumerate(teachers):
+            mine = [r for r in rows if r.get("teacher") == seed]
+            ax.plot(
+                [r["width"] for r in mine],
+                [r["p_global"] for r in mine],
+                "-",
+                color=OKABE_ITO["black"],
+                lw=0.8,
+                alpha=0.25,
+                label="P(global), each teacher" if k == 0 else None,
+            )
+        rows = pooled
+        measured = f"mean over {pooled[0]['teachers']} teachers (bootstrap 95 %)"
     widths = [r["width"] for r in rows]
     p = [r["p_global"] for r in rows]
     err = [
         [r["p_global"] - r["ci_low"] for r in rows],
         [r["ci_high"] - r["p_global"] for r in rows],
     ]
-    fig, ax = new_figure()
-    ax.errorbar(widths, p, yerr=err, fmt="o-", color="k", capsize=3, label="measured (Wilson 95 %)")
+    ax.errorbar(widths, p, yerr=err, fmt="o-", color="k", capsize=3, label=measured)
     if all("p_bad_min" in r for r in rows):
         bad_err = [
             [r["p_bad_min"] - r["bad_ci_low"] for r in rows],
@@ -189,7 +208,9 @@ def plot_minima_basins(rows: list[dict[str, Any]], path: Path, title: str) -> Pa
                 row["minima_losses"],
                 row["basin_shares"],
                 s=30,
-                label=f"m={row['width']}: {row['distinct_bad_minima']} distinct",
+                label=f"m={row['width']}"
+                + (f", teacher {row['teacher']}" if "teacher" in row else "")
+                + f": {row['distinct_bad_minima']} distinct",
             )
     ax.set_xscale("log")
     ax.set_xlabel("loss of the distinct bad minimum")

@@ -28,11 +28,18 @@ from typing import Any, Literal
 
 DB_NAME = "escapelab.sqlite"
 # 0: hashes of the full spec; 1: science hashes (execution options and defaults left out), aliases;
-# 2: unambiguous record fields (RENAMED_FIELDS)
-SCHEMA_VERSION = 2
+# 2: unambiguous record fields (RENAMED_FIELDS); 3: stored specs pin the value of fields added
+# with a default that changes their meaning (PINNED_FIELDS)
+SCHEMA_VERSION = 3
 
 # Record fields renamed in schema 2, by experiment: ``level`` meant the pruning round in IMP
 # records and the ticket kind (neuron or weight) in ticket-perturbation records.
+# Fields added with a default that is not what older runs did, by experiment, and the value
+# that is: every teacher-student experiment ran one teacher before ``teachers`` existed.
+PINNED_FIELDS: dict[str, dict[str, Any]] = {
+    name: {"teachers": 1} for name in ("width-sweep", "subnetworks", "escape", "minima-census")
+}
+
 RENAMED_FIELDS: dict[str, dict[str, str]] = {
     "lottery": {"level": "prune_level"},
     "ticket-perturbation": {"level": "ticket_kind"},
@@ -143,7 +150,8 @@ class Store:
         try:
             report: list[HashMigration] = []
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version < 1:
+            if version < 3:
+                _pin_added_fields(conn)
                 report = self._to_science_hashes(conn, moved)
             if version < 2:
                 _rename_record_fields(conn)
@@ -163,7 +171,8 @@ class Store:
     def _to_science_hashes(
         self, conn: sqlite3.Connection, moved: list[tuple[Path, Path]]
     ) -> list[HashMigration]:
-        """Schema 0 -> 1: rename every experiment (tasks, directory) to its science hash.
+        """Schemas 0 -> 1 and 2 -> 3: rename every experiment (tasks, directory) to the science
+        hash of its stored spec.
 
         Oldest first: when two experiments share their science (they differed only in execution
         options, width order or fields equal to their defaults), the oldest takes the new hash.
@@ -301,6 +310,23 @@ class Store:
                 "SELECT key, wall_time FROM tasks WHERE hash = ?", (spec_hash,)
             ).fetchall()
         return dict(rows)
+
+
+def _pin_added_fields(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: a stored spec without a field of :data:`PINNED_FIELDS` gets the value
+    that reproduces what it ran (the field's default would mean something else); the hashes
+    are then recomputed (:meth:`Store._to_science_hashes`), the pinned value being part of the
+    science."""
+    for name, pins in PINNED_FIELDS.items():
+        rows = conn.execute("SELECT hash, spec FROM experiments WHERE name = ?", (name,))
+        for spec_hash, blob in rows.fetchall():
+            spec = json.loads(blob)
+            missing = {k: v for k, v in pins.items() if k not in spec}
+            if missing:
+                conn.execute(
+                    "UPDATE experiments SET spec = ? WHERE hash = ?",
+                    (json.dumps({**spec, **missing}, sort_keys=True), spec_hash),
+                )
 
 
 def _rename_record_fields(conn: sqlite3.Connection) -> None:

@@ -10,6 +10,8 @@ teacher's width r*, each succeeding with the probability p measured at m = r*, t
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Sequence
 from typing import Literal
 
 
@@ -39,3 +41,24 @@ def multistart_prediction(p: float, m: int, r: int, mode: Literal["subsets", "di
     if p >= 1.0:
         return 1.0 if k > 0 else 0.0
     return 1.0 - math.exp(k * math.log1p(-p)) if k > 0 else 0.0
+
+
+def bootstrap_mean_interval(
+    values: Sequence[float], level: float = 0.95, resamples: int = 4000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (Efron 1979): the values are
+    resampled with replacement ``resamples`` times (a seeded, reproducible draw) and the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled means are returned.
+
+    Used over teachers: each value is one teacher's rate, so the interval reflects how much the
+    rate varies between teachers, not only the binomial noise within one. With few values it
+    is narrow where they agree and cannot be wider than their range; (nan, nan) for none.
+    """
+    if not values:
+        return float("nan"), float("nan")
+    gen = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(gen.choices(values, k=n)) / n for _ in range(resamples))
+    lo = means[math.floor((1 - level) / 2 * (resamples - 1))]
+    hi = means[math.ceil((1 + level) / 2 * (resamples - 1))]
+    return lo, hi

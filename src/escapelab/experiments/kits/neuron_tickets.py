@@ -63,6 +63,12 @@ class NeuronTicketSpec(TeacherStudentSpec):
     max_subsets: int = field(default=70, metadata=constraint(ge=1))
     subset_seed: int = 0
     fresh_seed: int = field(default=1, metadata=constraint(help="seed of the fresh init draw"))
+    # one teacher by default: every (member, perturbation) is a full training run, so E3 over
+    # eight teachers takes eight times as long; raise it for a claim about teachers in general
+    teachers: int = field(
+        default=1,
+        metadata=constraint(ge=1, help="teacher seeds teacher.seed, teacher.seed + 1, ..."),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,6 +185,7 @@ def neuron_ticket_records(
     for e in range(hi - lo):
         common = {
             "ticket_kind": "neuron",
+            "teacher": spec.teacher.seed,
             "width": m,
             "member": lo + e,
             "n_winning": len(winners[e]),

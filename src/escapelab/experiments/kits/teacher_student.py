@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -147,16 +148,69 @@ class TeacherStudentSpec:
     seeds_per_task: int = field(
         default=0, metadata=constraint(ge=0, execution=True, help="0: one task per width")
     )
+    teachers: int = field(
+        default=8,
+        metadata=constraint(ge=1, help="teacher seeds teacher.seed, teacher.seed + 1, ..."),
+    )
 
     def __post_init__(self) -> None:
         check_population(self.n_samples, self.teacher, self.student.bias)
 
 
+S = TypeVar("S", bound=TeacherStudentSpec)
+
+
+def for_teacher(spec: S, k: int) -> S:
+    """The spec of its k-th teacher alone: seed ``teacher.seed + k``, ``teachers = 1``. The
+    students are the same networks for every teacher (their weights depend on the student seed
+    only), so the teachers differ in the problem alone."""
+    teacher = replace(spec.teacher, seed=spec.teacher.seed + k)
+    return replace(spec, teacher=teacher, teachers=1)
+
+
+def task_spec(spec: S, task: Task) -> S:
+    """The single-teacher spec a task of :func:`width_tasks` runs."""
+    return for_teacher(spec, int(task.params.get("teacher", 0)))
+
+
 def width_tasks(spec: TeacherStudentSpec, label: str = "m", **params: object) -> list[Task]:
-    """One task per student width and block of ``seeds_per_task`` seeds: params ``m`` (the
-    width), the member range [lo, hi) and ``params``; keys ``{label}=MMMM/seeds=LO-HI``."""
-    groups = [(f"{label}={m:04d}", {**params, "m": m}) for m in sorted(set(spec.student.widths))]
+    """One task per teacher, student width and block of ``seeds_per_task`` seeds: params ``m``
+    (the width), the member range [lo, hi), with several teachers ``teacher`` (k, the offset
+    from ``teacher.seed``), and ``params``; keys ``{label}=MMMM/seeds=LO-HI``, prefixed by
+    ``teacher=KK/`` when there are several teachers."""
+    groups = []
+    for k in range(spec.teachers):
+        several = spec.teachers > 1
+        prefix, extra = (f"teacher={k:02d}/", {"teacher": k}) if several else ("", {})
+        groups += [
+            (f"{prefix}{label}={m:04d}", {**params, **extra, "m": m})
+            for m in sorted(set(spec.student.widths))
+        ]
     return seed_tasks(groups, spec.student.seeds, spec.seeds_per_task)
+
+
+def record_teacher(spec: TeacherStudentSpec, record: dict[str, Any]) -> int:
+    """The teacher seed of a record (records written before several teachers have none: theirs
+    is the spec's ``teacher.seed``)."""
+    return int(record.get("teacher", spec.teacher.seed))
+
+
+def per_teacher(
+    spec: S,
+    records: list[dict[str, Any]],
+    summarize: Callable[[S, list[dict[str, Any]]], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """``summarize`` applied to each teacher's records with that teacher's spec, its rows led
+    by a ``teacher`` column (the seed); a single teacher's summary is returned as it is."""
+    seeds = sorted({record_teacher(spec, r) for r in records})
+    if len(seeds) <= 1:
+        return summarize(for_teacher(spec, seeds[0] - spec.teacher.seed if seeds else 0), records)
+    rows = []
+    for seed in seeds:
+        mine = [r for r in records if record_teacher(spec, r) == seed]
+        one = for_teacher(spec, seed - spec.teacher.seed)
+        rows += [{"teacher": seed, **row} for row in summarize(one, mine)]
+    return rows
 
 
 def build_teacher(t: TeacherSpec) -> Teacher:
