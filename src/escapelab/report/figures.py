@@ -79,7 +79,7 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
             widths,
             [r["pred_subsets"] for r in rows],
             "s--",
-            color=OKABE_ITO["vermillion"],
+            color=OKABE_ITO["reddish_purple"],
             label=r"lottery, $K=\binom{m}{r^*}$ overlapping subsets",
         )
         ax.plot(
