@@ -179,8 +179,8 @@ def width_tasks(spec: TeacherStudentSpec, label: str = "m", **params: object) ->
     from ``teacher.seed``), and ``params``; keys ``{label}=MMMM/seeds=LO-HI``, prefixed by
     ``teacher=KK/`` when there are several teachers."""
     groups = []
+    several = spec.teachers > 1
     for k in range(spec.teachers):
-        several = spec.teachers > 1
         prefix, extra = (f"teacher={k:02d}/", {"teacher": k}) if several else ("", {})
         groups += [
             (f"{prefix}{label}={m:04d}", {**params, **extra, "m": m})
