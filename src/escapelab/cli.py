@@ -139,7 +139,7 @@ def run_cmd(
 @store_option
 @user_errors
 def demo(workers: int, device: str, out: Path, store: Path) -> None:
-    """The headline width sweep over 8 teachers (about 10 min on 2 cores); report in --out."""
+    """The headline width sweep over 8 teachers (about 5 min on 2 cores); report in --out."""
     _run_and_report("width-sweep", {}, store, workers, device, out, True)
 
 

@@ -93,7 +93,7 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
     ax.set_xlabel("student width m")
     ax.set_ylabel("share of students")
     ax.set_ylim(-0.03, 1.03)
-    return finish(fig, ax, path, title=title, legend_loc="lower right")
+    return finish(fig, ax, path, title=title, legend_loc="center right")
 
 
 def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) -> Path:
