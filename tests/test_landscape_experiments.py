@@ -174,3 +174,19 @@ def test_census_counts(tmp_path) -> None:
     assert 1 <= row["distinct_bad_minima"] <= row["bad_minima"]
     assert sum(row["basin_shares"]) == pytest.approx(row["bad_minima"] / row["seeds"])
     assert sum(row["index_counts"].values()) == row["critical_points_found"]
+    # every endpoint is counted once: global, bad minimum, out of budget, or another kind
+    kinds = [r["kind"] for r in out.records if r["role"] == "endpoint"]
+    assert row["not_converged"] == kinds.count("not_converged")
+    endpoints = ("global_min", "bad_minima", "not_converged", "other_endpoints")
+    assert sum(row[k] for k in endpoints) == row["seeds"] == 6
+
+
+def test_escape_table_counts_sources_out_of_budget() -> None:
+    from escapelab.experiments.escape import escape_table
+
+    sources = [
+        {"role": "source", "width": 4, "member": i, "kind": k}
+        for i, k in enumerate(["local_min", "not_converged", "not_converged", "global_min"])
+    ]
+    (row,) = escape_table(sources)
+    assert (row["bad_minima"], row["sources_not_converged"], row["runs"]) == (1, 2, 0)

@@ -206,6 +206,11 @@ class Census:
                     "seeds": len(ends),
                     "global_min": sum(r["kind"] == "global_min" for r in ends),
                     "bad_minima": len(bad),
+                    # endpoints that are neither: out of budget, flat channels, saddles
+                    "not_converged": sum(r["kind"] == "not_converged" for r in ends),
+                    "other_endpoints": sum(
+                        r["kind"] in ("saddle", "flat_channel", "diverged") for r in ends
+                    ),
                     "distinct_bad_minima": len(groups),
                     "minima_losses": [g.mean_loss for g in groups],
                     "basin_shares": [g.basin_share * len(bad) / len(ends) for g in groups],

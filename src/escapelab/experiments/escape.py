@@ -205,6 +205,8 @@ def escape_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in sorted({int(x["width"]) for x in records if x["role"] == "source"}):
         sources = [x for x in records if x["role"] == "source" and x["width"] == r]
         bad = sum(x["kind"] == "local_min" for x in sources)
+        # sources out of budget: minima (bad or not) that were never reached, so never tested
+        budget = sum(x["kind"] == "not_converged" for x in sources)
         runs = [x for x in records if x["role"] == "embedded" and x["width"] == r + 1]
         keys = sorted(
             {(x["embedding"], x["gamma"]) for x in runs},
@@ -216,6 +218,7 @@ def escape_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "source_width": r,
                     "sources": len(sources),
                     "bad_minima": bad,
+                    "sources_not_converged": budget,
                     "embedding": "-",
                     "gamma": None,
                     "runs": 0,
@@ -233,6 +236,7 @@ def escape_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "source_width": r,
                     "sources": len(sources),
                     "bad_minima": bad,
+                    "sources_not_converged": budget,
                     "embedding": emb,
                     "gamma": gamma,
                     "runs": len(mine),
