@@ -3,6 +3,8 @@ tol_cert (or the loss is at rounding level), in rounds, and never a global minim
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -59,3 +61,17 @@ def test_a_member_that_cannot_certify_is_budget_and_never_global(problem) -> Non
     assert float(result.loss.max()) < cfg.tol_global
     kinds = {e.kind for e in classify(objective, result, ClassifyConfig(tol_global=1e-3))}
     assert kinds == {"not_converged"}
+
+
+def test_rounds_extend_the_history_the_channel_test_reads(problem) -> None:
+    _, arch, objective = problem
+    cfg = TrainConfig(steps=100, refine_steps=5, record_every=10, certify_rounds=3, tol_zero=0.0)
+    plain = train(objective, arch.init(2, seed=4), replace(cfg, certify_rounds=0))
+    result = train(objective, arch.init(2, seed=4), cfg)
+    rounds = int(result.rounds.max())
+    assert len(result.history_step) == len(plain.history_step) + rounds
+    assert result.history_step[: len(plain.history_step)] == plain.history_step
+    # the last column is the endpoint's own loss and parameter norm
+    last = result.history_loss[:, -1]
+    assert torch.allclose(last, objective.loss(result.theta).to(last.dtype), rtol=1e-12)
+    assert torch.allclose(result.history_norm[:, -1], result.theta.norm(dim=1).to(last.dtype))

@@ -190,6 +190,18 @@ def test_merging_pair_detects_opposite_large_outgoing_weights() -> None:
     assert not merging_pair(arch, _planted(arch, [u, v, v], [10.0, -10.0, 1.0]), 1e-3, 3.0)
 
 
+def test_odd_activations_also_merge_antiparallel_pairs() -> None:
+    """erf is odd: (w, a) and (-w, a) is the pair (w, a), (w, -a), the same channel."""
+    u, v = [0.6, -0.8, 0.0], [0.0, 0.3, 1.0]
+    minus_u = [-0.6, 0.8, 0.0]
+    erf = Architecture(3, (3,), 1, "erf", bias=False)
+    assert merging_pair(erf, _planted(erf, [u, minus_u, v], [10.0, 10.0, 1.0]), 1e-3, 3.0)
+    assert not merging_pair(erf, _planted(erf, [u, minus_u, v], [10.0, -10.0, 1.0]), 1e-3, 3.0)
+    # softplus is not odd: an antiparallel pair is two different functions
+    soft = Architecture(3, (3,), 1, "softplus", bias=False)
+    assert not merging_pair(soft, _planted(soft, [u, minus_u, v], [10.0, 10.0, 1.0]), 1e-3, 3.0)
+
+
 def test_merging_pair_with_biases_and_deeper_layers() -> None:
     arch = Architecture(2, (2, 2), 1, "tanh", bias=True)
     theta = torch.zeros(arch.n_params, dtype=torch.float64)

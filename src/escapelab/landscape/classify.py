@@ -12,7 +12,8 @@ Classes (MISSION.md, E1):
 * ``saddle``        — a critical point with a clearly negative eigenvalue;
 * ``flat_channel``  — no critical point, the parameter norm growing while the loss plateaus, and
   two incoming weight vectors of one layer merging (cosine > 1 - channel_cos) while their
-  outgoing weights are large and of opposite sign: the channels to infinity of Martinelli et al.,
+  outgoing weights are large and of opposite sign (for odd activations, equally: antiparallel
+  with outgoing weights of one sign): the channels to infinity of Martinelli et al.,
   along which a pair of units approaches a derivative unit a * sigma'(w.x) x;
 * ``not_converged`` — ran out of steps without any of the above;
 * ``diverged``      — NaN/inf, or parameter norm past the trainer's bound without the channel
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from escapelab.nets.activations import ACTIVATIONS
 from escapelab.nets.mlp import Architecture
 from escapelab.optim.full_batch import TrainResult
 from escapelab.problems.objective import Objective
@@ -44,7 +46,7 @@ class ClassifyConfig:
 
     tol_global: float = 1e-10
     tol_eig: float = 1e-6
-    channel_cos: float = 1e-3
+    channel_cos: float = 1e-2
     channel_out: float = 3.0
     channel_norm_growth: float = 1.05
     channel_loss_change: float = 0.05
@@ -76,8 +78,12 @@ class Endpoint:
 
 def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: float) -> bool:
     """True if some hidden layer has two units with near-parallel incoming weights (and bias)
-    whose outgoing weight vectors point in opposite directions with norms above ``out_min``."""
+    whose outgoing weight vectors point in opposite directions with norms above ``out_min``.
+
+    For an odd activation (erf, tanh) and no biases a unit (w, a) is the unit (-w, -a), so an
+    antiparallel pair with outgoing weights of the *same* direction is the same channel."""
     layers = arch.unflatten(theta)
+    odd = ACTIVATIONS[arch.activation].odd and not arch.bias
     for layer, nxt in itertools.pairwise(layers):
         incoming = (
             layer.weight
@@ -87,11 +93,12 @@ def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: flo
         unit = incoming / incoming.norm(dim=1, keepdim=True).clamp_min(1e-300)
         cos = unit @ unit.t()
         out = nxt.weight.t()  # (units, fan_out of the next layer)
-        opposite = (out @ out.t()) < 0
+        alignment = out @ out.t()
         big = out.norm(dim=1) > out_min
-        close = cos > 1.0 - cos_tol
-        pair = close & opposite & big.unsqueeze(0) & big.unsqueeze(1)
-        if pair.triu(diagonal=1).any():
+        pair = (cos > 1.0 - cos_tol) & (alignment < 0)
+        if odd:
+            pair |= (cos < cos_tol - 1.0) & (alignment > 0)
+        if (pair & big.unsqueeze(0) & big.unsqueeze(1)).triu(diagonal=1).any():
             return True
     return False
 

@@ -268,6 +268,25 @@ def _certified(loss: Tensor, grad: Tensor, cfg: TrainConfig) -> Tensor:
     return (grad.abs().amax(dim=1) <= cfg.tol_cert) | (loss <= cfg.tol_zero)
 
 
+class _History:
+    """The loss and parameter-norm history of a result, extended by one column after every
+    certification round, so the flat-channel test of :mod:`escapelab.landscape.classify` sees a
+    norm that keeps growing on a loss plateau during the rounds too."""
+
+    def __init__(self, result: TrainResult):
+        self.step = list(result.history_step)
+        self.loss, self.norm = result.history_loss, result.history_norm
+
+    def append(self, step: int, theta: Tensor, loss: Tensor) -> None:
+        if self.loss is None or self.norm is None:
+            return
+        self.step.append(step)
+        column = loss.detach().to(self.loss.dtype).cpu().unsqueeze(1)
+        self.loss = torch.cat([self.loss, column], dim=1)
+        norms = theta.norm(dim=1).to(self.norm.dtype).cpu().unsqueeze(1)
+        self.norm = torch.cat([self.norm, norms], dim=1)
+
+
 def _certify(
     objective: Objective, result: TrainResult, cfg: TrainConfig, free: Tensor | None
 ) -> TrainResult:
@@ -287,6 +306,7 @@ def _certify(
     steps, refine_steps = result.steps.clone(), result.refine_steps.clone()
     rounds = torch.zeros(theta.shape[0], dtype=torch.long)
     todo = (alive & ~certified).nonzero().squeeze(1)
+    history = _History(result)
     for r in range(1, cfg.certify_rounds + 1):
         if len(todo) == 0:
             break
@@ -311,6 +331,7 @@ def _certify(
             if sub.status[k] == "diverged":
                 status[i] = "diverged"
         todo = todo[torch.tensor([s == "budget" for s in sub.status], device=theta.device)]
+        history.append(int(steps.max()), theta, objective.loss(theta))
     loss, grad = objective.loss_and_grad(theta)
     if mask is not None:
         grad = grad * mask
@@ -328,6 +349,9 @@ def _certify(
         status=status,
         steps=steps,
         refine_steps=refine_steps,
+        history_step=history.step,
+        history_loss=history.loss,
+        history_norm=history.norm,
         wall_time=result.wall_time + certify_s,
         certified=certified.cpu(),
         grad_inf=grad.abs().amax(dim=1).cpu(),
