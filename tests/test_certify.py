@@ -75,3 +75,21 @@ def test_rounds_extend_the_history_the_channel_test_reads(problem) -> None:
     last = result.history_loss[:, -1]
     assert torch.allclose(last, objective.loss(result.theta).to(last.dtype), rtol=1e-12)
     assert torch.allclose(result.history_norm[:, -1], result.theta.norm(dim=1).to(last.dtype))
+
+
+def test_handoff_sends_members_near_a_minimum_to_the_refinement(problem) -> None:
+    teacher, arch, objective = problem
+    theta0 = arch.init(4, seed=5)
+    theta0[1] = teacher.theta + 1e-3  # starts next to the global minimum
+    cfg = TrainConfig(optimizer="gd", lr=0.2, steps=1500, refine_steps=40, tol_global=1e-12)
+    plain = train(objective, theta0, cfg)
+    handed = train(objective, theta0, replace(cfg, handoff_grad=1e-3))
+    # the member next to the minimum left phase 1 at once and still ended at the minimum
+    assert int(handed.steps[1]) <= 5 < int(plain.steps[1])
+    assert handed.status[1] == "global" and float(handed.loss[1]) < 1e-12
+    # every member ends where it would have, at a critical point or the minimum
+    assert all(s in ("global", "converged") for s in handed.status)
+    grads = objective.loss_and_grad(handed.theta)[1].norm(dim=1)
+    for i, s in enumerate(handed.status):
+        assert s == "global" or float(grads[i]) <= cfg.tol_grad
+    assert int(handed.steps.sum()) < int(plain.steps.sum())

@@ -7,13 +7,22 @@ from escapelab.experiments.base import Experiment, Task
 from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
 from escapelab.experiments.lottery import Lottery, LotterySpec
+from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.ticket_perturbation import TicketPerturbation, TicketPerturbationSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
-    for e in (WidthSweep(), Subnetworks(), Escape(), Census(), Lottery(), TicketPerturbation())
+    for e in (
+        WidthSweep(),
+        Subnetworks(),
+        Escape(),
+        Census(),
+        Lottery(),
+        TicketPerturbation(),
+        ReluSpurious(),
+    )
 }
 
 
@@ -36,6 +45,8 @@ __all__ = [
     "Experiment",
     "Lottery",
     "LotterySpec",
+    "ReluSpurious",
+    "ReluSpuriousSpec",
     "SubnetworkSpec",
     "Subnetworks",
     "Task",

@@ -11,7 +11,12 @@ float64 (a float32 run is promoted for it, so its endpoints can still reach grad
 * ``budget``    — still running when both phases ran out of steps.
 
 Stopped members are written back and dropped from the active set, so the rest run on a smaller
-ensemble. A history of loss and parameter norm every ``record_every`` steps is kept for the
+ensemble. With ``handoff_grad`` > 0 a member whose gradient norm falls to it leaves phase 1 at
+once and waits for the refinement: near a degenerate minimum (an overparameterized student's
+global minimum) gradient descent slows to a crawl where Newton's method converges in a few
+iterations.
+
+A history of loss and parameter norm every ``record_every`` steps is kept for the
 flat-channel diagnosis of :mod:`escapelab.landscape.classify`.
 
 **Certification** (``certify_rounds`` > 0). A loss below ``tol_global`` or a gradient norm of
@@ -69,6 +74,12 @@ class TrainConfig:
     )
     tol_grad: float = field(default=1e-10, metadata=constraint(gt=0))
     tol_global: float = field(default=1e-10, metadata=constraint(gt=0))
+    handoff_grad: float = field(
+        default=0.0,
+        metadata=constraint(
+            ge=0, help="gradient norm at which a member leaves phase 1 for the refinement"
+        ),
+    )
     max_norm: float = field(default=1e3, metadata=constraint(gt=0))
     record_every: int = field(default=100, metadata=constraint(ge=1))
     certify_rounds: int = field(
@@ -119,9 +130,23 @@ class _Ledger:
         self.steps = torch.zeros(n, dtype=torch.long)
         self.refine_steps = torch.zeros(n, dtype=torch.long)
         self.active = torch.arange(n, device=theta0.device)
+        self.parked = self.active[:0]
         self.hist_loss = torch.full((n, n_checkpoints), float("nan"), dtype=theta0.dtype)
         self.hist_norm = torch.full_like(self.hist_loss, float("nan"))
         self.hist_step: list[int] = []
+
+    def park(self, rows: Tensor) -> Tensor:
+        """Set active rows ``rows`` aside (their values are written back): they skip the rest
+        of phase 1 and rejoin for the refinement (:meth:`unpark`). Returns the rows kept."""
+        parking = torch.zeros(len(self.active), dtype=torch.bool, device=self.active.device)
+        parking[rows] = True
+        self.parked = torch.cat([self.parked, self.active[parking]])
+        self.active = self.active[~parking]
+        return (~parking).nonzero().squeeze(1)
+
+    def unpark(self) -> None:
+        """The parked members are active again, after those that ran phase 1 to its end."""
+        self.active, self.parked = torch.cat([self.active, self.parked]), self.parked[:0]
 
     def promote(self, dtype: torch.dtype) -> None:
         """Hold final values in ``dtype`` from now on (for a float64 refinement)."""
@@ -218,6 +243,10 @@ def _run(
                 hook(state)
         ledger.steps[ledger.active.cpu()] = step
         keep = ledger.settle(theta, loss, grad, cfg, certifying)
+        if cfg.handoff_grad > 0 and cfg.refine_steps > 0:
+            near = grad[keep].norm(dim=1) <= cfg.handoff_grad
+            if near.any():
+                keep = keep[ledger.park(near.nonzero().squeeze(1))]
         if len(keep) < theta.shape[0]:
             theta, grad = theta[keep], grad[keep]
             stepper.keep(keep)
@@ -228,6 +257,10 @@ def _run(
         stepper.step(theta, grad)
         bar.update()
     first_order_s = time.perf_counter() - start
+    if len(ledger.parked):
+        ledger.unpark()
+        theta = ledger.theta[ledger.active]
+        active_free = None if free is None else free.to(theta.device, theta.dtype)[ledger.active]
     if len(ledger.active) and cfg.refine_steps > 0:
         # the refinement and everything after it run in float64, whatever phase 1 used
         if theta.dtype != torch.float64:

@@ -233,3 +233,38 @@ def plot_index_distribution(points: list[dict[str, Any]], path: Path, title: str
     ax.set_xlabel("Hessian index (number of negative eigenvalues)")
     ax.set_ylabel("critical points found")
     return finish(fig, ax, path, title=title, legend_loc="best")
+
+
+def plot_spurious_vs_k(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Share of initializations ending at a spurious local minimum against the teacher width k,
+    one curve per overparameterization n - k, with Wilson 95 % intervals; the share out of
+    budget dotted beside each, so that running out of steps is never read as a minimum."""
+    fig, ax = new_figure()
+    for idx, extra in enumerate(sorted({r["n"] - r["k"] for r in rows})):
+        mine = sorted((r for r in rows if r["n"] - r["k"] == extra), key=lambda r: r["k"])
+        ks = [r["k"] for r in mine]
+        color = series_color(idx)
+        ax.errorbar(
+            ks,
+            [r["p_spurious"] for r in mine],
+            yerr=[
+                [r["p_spurious"] - r["spurious_ci_low"] for r in mine],
+                [r["spurious_ci_high"] - r["p_spurious"] for r in mine],
+            ],
+            fmt="o-",
+            color=color,
+            capsize=3,
+            label=f"n = k + {extra}: spurious minimum" if extra else "n = k: spurious minimum",
+        )
+        if any(r["p_not_converged"] > 0 for r in mine):
+            ax.plot(
+                ks,
+                [r["p_not_converged"] for r in mine],
+                "x:",
+                color=color,
+                label=f"n = k + {extra}: not converged" if extra else "n = k: not converged",
+            )
+    ax.set_xlabel("teacher width k (= input dimension d)")
+    ax.set_ylabel("share of initializations")
+    ax.set_ylim(-0.03, 1.03)
+    return finish(fig, ax, path, title=title, legend_loc="upper left")
