@@ -26,6 +26,7 @@ its units are the teacher's) is reported, not guessed about.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,9 +156,11 @@ class ReluSpurious:
         objective, arch = setting(spec, k, n, device)
         theta0, free = frozen_output_start(spec, arch, lo, hi)
         result = train(objective, theta0.to(device), spec.train_config(k), free=free.to(device))
+        start = time.perf_counter()
         endpoints = classify(
             objective, result, ClassifyConfig(tol_global=spec.tol_global, tol_eig=spec.tol_eig)
         )
+        result.phase_seconds["classify"] = time.perf_counter() - start
         kinks = objective.min_incoming_angle(result.theta).tolist()
         share = result.wall_time / max(1, hi - lo)
         return [
@@ -168,6 +171,7 @@ class ReluSpurious:
                 **ep.to_dict(),
                 "kink_angle": kinks[i],
                 "wall_time": share,
+                **result.seconds_per_member(),
                 "theta": result.theta[i, : k * n].tolist(),
             }
             for i, ep in enumerate(endpoints)

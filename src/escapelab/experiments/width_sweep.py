@@ -64,6 +64,7 @@ class WidthSweep:
                 "member": lo + i,
                 **ep.to_dict(),
                 "wall_time": share,
+                **result.seconds_per_member(),
                 "theta": result.theta[i].tolist(),
             }
             for i, ep in enumerate(endpoints)

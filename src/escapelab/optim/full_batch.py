@@ -117,6 +117,14 @@ class TrainResult:
     rounds: Tensor | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
+    def seconds_per_member(self) -> dict[str, float]:
+        """Each phase's wall time (``phase_seconds``: first order, refinement, certification,
+        and classification when the caller timed it) shared equally among the members, as
+        ``seconds_<phase>``: what a record of one member carries, so that a store tells where
+        a sweep's time went."""
+        n = max(1, self.theta.shape[0])
+        return {f"seconds_{phase}": t / n for phase, t in self.phase_seconds.items()}
+
 
 class _Ledger:
     """Final values of stopped members and the map from active rows to member indices."""

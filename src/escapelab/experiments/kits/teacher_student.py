@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
@@ -255,9 +256,13 @@ def student_start(
 def train_and_classify(
     objective: Objective, theta0: Tensor, tr: TrainSpec
 ) -> tuple[TrainResult, list[Endpoint]]:
-    """Train every member to its endpoint and classify it with the spec's tolerances."""
+    """Train every member to its endpoint and classify it with the spec's tolerances; the
+    classification's wall time joins ``result.phase_seconds``."""
     result = train(objective, theta0, tr)
-    return result, classify(objective, result, tr.classify_config())
+    start = time.perf_counter()
+    endpoints = classify(objective, result, tr.classify_config())
+    result.phase_seconds["classify"] = time.perf_counter() - start
+    return result, endpoints
 
 
 @dataclass(frozen=True)
