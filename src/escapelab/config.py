@@ -342,6 +342,8 @@ def parse_assignments(pairs: typing.Iterable[str]) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        if isinstance(value, float) and not math.isfinite(value):
+            value = raw  # 1e400 overflows to inf: keep what the user wrote for the message
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -127,6 +127,8 @@ def user_message(err: BaseException) -> tuple[int, str] | None:
         return EXIT_ENVIRONMENT, f"error: {err}"
     if isinstance(err, OSError):
         return EXIT_ENVIRONMENT, f"error: {os_fault(err)}"
+    if isinstance(err, sqlite3.Error):  # one that escaped the store's own translation
+        return EXIT_ENVIRONMENT, f"error: {sqlite_fault(err, Path('escapelab-runs', 'store'))}"
     if isinstance(err, MemoryError):
         return EXIT_ENVIRONMENT, (
             "error: out of memory; set seeds_per_task to run fewer members per task, or lower "
