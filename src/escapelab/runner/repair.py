@@ -171,8 +171,12 @@ def recover_store(source: str | Path, into: str | Path) -> Recovery:
         copy = Path(tmp) / DB_NAME
         shutil.copyfile(src_db, copy)
         if copy.stat().st_size >= 100 and not _readable(copy):
+            header = bytearray(_empty_header())
+            page_size = int.from_bytes(header[16:18], "big")
+            # the database size in pages (offset 28): the file's, not the empty database's
+            header[28:32] = (copy.stat().st_size // page_size).to_bytes(4, "big")
             with copy.open("r+b") as fh:
-                fh.write(_empty_header())
+                fh.write(bytes(header))
             report.header_rebuilt = True
         rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in _TABLES}
         listed: set[tuple[str, str]] = set()
