@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from faults import TINY_ARGS, full_dir, read_only_dir, snapshot
 
 from escapelab.cli import main
-from escapelab.runner.store import DB_NAME
+from faults import TINY_ARGS, full_dir, read_only_dir, snapshot
 
 RUN = ["run", "width-sweep", "--no-progress", *TINY_ARGS]
 

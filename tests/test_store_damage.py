@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from faults import TINY_ARGS, snapshot
 
 import escapelab
 from escapelab.cli import main
 from escapelab.runner.repair import check_store
 from escapelab.runner.store import DB_NAME, Store
+from faults import TINY_ARGS, snapshot
 
 RUN = ["run", "width-sweep", "--no-progress", *TINY_ARGS, "--set", "seeds_per_task=1"]
 

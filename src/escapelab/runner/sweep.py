@@ -210,6 +210,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         child.terminate()
     for child in multiprocessing.active_children():
         child.join(timeout=2)
+    pool.shutdown(wait=True)  # the pool's threads and queues close, nothing leaks
 
 
 def run(
@@ -267,6 +268,13 @@ def run(
     )
     keeper = _LeaseKeeper(db, h, owner, lease_s)
     ran = 0
+
+    def save(key: str, records: list[dict[str, Any]], wall: float) -> None:
+        nonlocal ran
+        db.save_task(h, key, records, wall, __version__)
+        ran += 1
+        bar.update()
+
     try:
         with _signals_interrupt():
             if left:
@@ -279,12 +287,9 @@ def run(
                             break
                         time.sleep(_POLL_S)  # the rest is claimed by another process
                         continue
-                    key, records, wall = _run_one(name, spec_data, batch[0], p.device)
-                    db.save_task(h, key, records, wall, __version__)
-                    ran += 1
-                    bar.update()
+                    save(*_run_one(name, spec_data, batch[0], p.device))
             elif left:
-                ran = _run_pool(p, db, name, spec_data, workers, next_tasks, bar)
+                _run_pool(p, name, spec_data, workers, next_tasks, save)
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         stored = len(db.done_keys(h)) if db.path.exists() else 0
@@ -311,15 +316,13 @@ _POLL_S = 0.5
 
 def _run_pool(
     p: Plan,
-    db: Store,
     name: str,
     spec_data: dict[str, Any],
     workers: int,
     next_tasks: Callable[[int], tuple[list[Task], int]],
-    bar: tqdm,
-) -> int:
-    """The claim-run-store loop over a pool of ``workers`` processes; returns the tasks run."""
-    ran = 0
+    save: Callable[[str, list[dict[str, Any]], float], None],
+) -> None:
+    """The claim-run-store loop over a pool of ``workers`` processes (``save`` stores one)."""
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
     try:
@@ -332,15 +335,11 @@ def _run_pool(
                     break
             finished, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
             for fut in finished:
-                key, records, wall = fut.result()
-                db.save_task(p.spec_hash, key, records, wall, __version__)
-                ran += 1
-                bar.update()
+                save(*fut.result())
     except BaseException:
         _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
-    return ran
 
 
 def write_outputs(outcome: RunOutcome, out_dir: str | Path | None = None) -> Path:
