@@ -1,21 +1,31 @@
 """The ``escapelab`` command line: a thin layer over :mod:`escapelab.runner`.
 
-User mistakes (unknown experiment or key, wrong type, out-of-range value, unreadable config, unknown
-hash) print one line ``error: <field>: <what is allowed>`` and exit with code 2, before anything is
-written to the store.
+One error path (:class:`EscapelabCLI`): every failure a user can act on prints one line and
+exits with a documented code, never a traceback (``escapelab --debug ...`` or
+``ESCAPELAB_DEBUG=1`` shows it):
+
+* 2 -- bad input (unknown experiment, key or option, wrong type, out-of-range or non-finite
+  value, unreadable config, unknown hash, a spec too large for the memory): ``error: <field>:
+  <what is allowed>``, before anything is written to the store;
+* 3 -- a fault of the environment (read-only or full disk, permissions, a damaged store, a
+  missing optional package, out of memory): ``error: <path or thing>: <problem>; <what to do>``;
+* 130 / 143 -- stopped by Ctrl-C / SIGTERM: what was saved and how to resume;
+* 1 -- a bug in escapelab (an unexpected exception), with a request to rerun with --debug.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable
-from functools import wraps
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from escapelab.atomic import staged_dir
 from escapelab.config import (
     SpecError,
     load_config_file,
@@ -24,12 +34,17 @@ from escapelab.config import (
     parse_sequence,
     science,
 )
+from escapelab.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, one_line, user_message
 from escapelab.experiments import EXPERIMENTS, get_experiment
 from escapelab.report.tables import markdown_table
+from escapelab.runner.budget import format_size, parse_size
+from escapelab.runner.repair import check_store, recover_store
 from escapelab.runner.store import Store, export_records
-from escapelab.runner.sweep import prepare, run, write_outputs
+from escapelab.runner.sweep import plan, prepare, run, write_outputs
 
-F = TypeVar("F", bound=Callable[..., Any])
+# bounds of `escapelab counts`: its work grows as max_width^3 (2 s at 200 on one core)
+MAX_COUNT_WIDTH = 200
+MAX_COUNT_R_STAR = 50
 
 store_option = click.option(
     "--store",
@@ -40,18 +55,71 @@ store_option = click.option(
 )
 
 
-def user_errors(fn: F) -> F:
-    """Turn SpecError / LookupError / ValueError from the API into a one-line error, exit 2."""
+class EscapelabCLI(click.Group):
+    """The command group, with the one error path of the module docstring."""
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:  # a caller that handles errors itself
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = _debug_requested(argv)
         try:
-            return fn(*args, **kwargs)
-        except (SpecError, LookupError, ValueError) as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.exceptions.Abort as err:
+            code = _report(err.__cause__ or KeyboardInterrupt(), debug)
+        except click.ClickException as err:
+            _show_traceback(debug)
+            click.echo(f"error: {one_line(err.format_message())}", err=True)
+            code = err.exit_code
+        except Exception as err:
+            code = _report(err, debug)
+        sys.exit(code or 0)
 
-    return wrapper  # type: ignore[return-value]
+
+def _debug_requested(argv: list[str]) -> bool:
+    """--debug before the command name, or ESCAPELAB_DEBUG set to a non-empty value but 0."""
+    leading = []
+    for arg in argv:
+        if not arg.startswith("-"):
+            break
+        leading.append(arg)
+    return "--debug" in leading or os.environ.get("ESCAPELAB_DEBUG", "0") not in ("", "0")
+
+
+def _show_traceback(debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+
+
+def _report(err: BaseException, debug: bool) -> int:
+    """Print the one line for ``err`` and return its exit code (1 for a bug)."""
+    _show_traceback(debug)
+    known = user_message(err)
+    if known is None:
+        click.echo(
+            f"internal error: {type(err).__name__}: {one_line(str(err))} (a bug in escapelab; "
+            "rerun with `escapelab --debug ...` and report the traceback)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+    code, message = known
+    click.echo(one_line(message), err=True)
+    return code
+
+
+max_memory_option = click.option(
+    "--max-memory",
+    metavar="SIZE",
+    help="Refuse a run whose tasks would need more memory than this (512M, 4G, ...); "
+    "default: the memory available now.",
+)
 
 
 def _run_and_report(
@@ -62,21 +130,41 @@ def _run_and_report(
     device: str,
     out: Path | None,
     progress: bool,
+    max_memory: str | None,
 ) -> None:
-    outcome = run(name, spec, store=store, workers=workers, device=device, progress=progress)
+    limit = parse_size(max_memory) if max_memory else None
+    outcome = run(
+        name,
+        spec,
+        store=store,
+        workers=workers,
+        device=device,
+        progress=progress,
+        max_memory=limit,
+    )
     report = write_outputs(outcome, out)
+    shared = (
+        f", {outcome.tasks_by_others} run by another process" if outcome.tasks_by_others else ""
+    )
     click.echo(
         f"{name} {outcome.spec_hash}: {outcome.tasks_run} task(s) run, "
-        f"{outcome.tasks_skipped} already stored, {len(outcome.records)} records"
+        f"{outcome.tasks_skipped} already stored{shared}, {len(outcome.records)} records"
     )
     click.echo(markdown_table(outcome.summary))
     click.echo(f"report: {report}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EscapelabCLI, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="escapelab")
-def main() -> None:
-    """escapelab: lottery tickets or escape dimensions, settled by measurement."""
+@click.option("--debug", is_flag=True, help="Show an error's traceback (or ESCAPELAB_DEBUG=1).")
+def main(debug: bool) -> None:
+    """escapelab: lottery tickets or escape dimensions, settled by measurement.
+
+    \b
+    Exit codes: 0 done; 2 bad input (one line names the field and what is allowed);
+    3 a fault of the environment (disk full or read-only, permissions, damaged store,
+    missing package, out of memory); 130 / 143 stopped by Ctrl-C / SIGTERM (finished
+    tasks are kept: rerun to resume); 1 a bug (rerun with --debug and report it)."""
 
 
 @main.command("run")
@@ -108,8 +196,13 @@ def main() -> None:
     help="Where to write figures and tables (default: <store>/<hash>/).",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate the spec, the device and the sizes, print the plan; write nothing.",
+)
+@max_memory_option
 @store_option
-@user_errors
 def run_cmd(
     experiment: str,
     config_file: Path | None,
@@ -118,13 +211,26 @@ def run_cmd(
     device: str,
     out: Path | None,
     no_progress: bool,
+    dry_run: bool,
+    max_memory: str | None,
     store: Path,
 ) -> None:
-    """Run EXPERIMENT (resuming what the store already holds) and write its report."""
+    """Run EXPERIMENT (resuming what the store already holds) and write its report.
+
+    Several processes may run the same spec on one store: they share the tasks."""
     data = load_config_file(config_file) if config_file else {}
     data = merge(data, parse_assignments(assignments))
-    prepare(experiment, data)  # validate before touching the store
-    _run_and_report(experiment, data, store, workers, device, out, not no_progress)
+    limit = parse_size(max_memory) if max_memory else None
+    checked = plan(experiment, data, workers, device, limit)  # before touching the store
+    if dry_run:
+        need = checked.memory
+        click.echo(
+            f"{experiment} {checked.spec_hash}: {len(checked.tasks)} task(s) on "
+            f"{checked.device}; about {format_size(need.bytes) if need else 'unknown'} per "
+            "task; nothing written"
+        )
+        return
+    _run_and_report(experiment, data, store, workers, device, out, not no_progress, max_memory)
 
 
 @main.command()
@@ -136,16 +242,15 @@ def run_cmd(
     default=Path("escapelab-report"),
     show_default=True,
 )
+@max_memory_option
 @store_option
-@user_errors
-def demo(workers: int, device: str, out: Path, store: Path) -> None:
+def demo(workers: int, device: str, out: Path, max_memory: str | None, store: Path) -> None:
     """The headline width sweep over 8 teachers (about 5 min on 2 cores); report in --out."""
-    _run_and_report("width-sweep", {}, store, workers, device, out, True)
+    _run_and_report("width-sweep", {}, store, workers, device, out, True, max_memory)
 
 
 @main.command("list")
 @store_option
-@user_errors
 def list_cmd(store: Path) -> None:
     """List the experiments in the store."""
     rows = [
@@ -158,7 +263,6 @@ def list_cmd(store: Path) -> None:
 @main.command()
 @click.argument("hash_prefix")
 @store_option
-@user_errors
 def show(hash_prefix: str, store: Path) -> None:
     """Show an experiment's spec and summary table (HASH_PREFIX: its hash or an old one)."""
     db = Store(store)
@@ -178,7 +282,6 @@ def show(hash_prefix: str, store: Path) -> None:
     help="Output file; .csv or .parquet (default: <hash>.csv).",
 )
 @store_option
-@user_errors
 def export(hash_prefix: str, out: Path | None, store: Path) -> None:
     """Export every record of an experiment to CSV (or Parquet with pyarrow installed)."""
     db = Store(store)
@@ -198,7 +301,13 @@ def export(hash_prefix: str, out: Path | None, store: Path) -> None:
     show_default=True,
     help="Teacher widths: a list 2,3,4 or a range 2..6.",
 )
-@click.option("--max-width", type=click.IntRange(min=2), default=30, show_default=True)
+@click.option(
+    "--max-width",
+    type=click.IntRange(min=2, max=MAX_COUNT_WIDTH),
+    default=30,
+    show_default=True,
+    help=f"Widest student m (at most {MAX_COUNT_WIDTH}: the counting grows as m^3).",
+)
 @click.option(
     "--duplication-only",
     is_flag=True,
@@ -210,25 +319,85 @@ def export(hash_prefix: str, out: Path | None, store: Path) -> None:
     default=Path("escapelab-report"),
     show_default=True,
 )
-@user_errors
 def counts(r_stars: str, max_width: int, duplication_only: bool, out: Path) -> None:
     """Symmetry-induced subspace counts T(r*, m) and G(r, m): table, crossover and figure."""
     from escapelab.report.counts import write_symmetry_counts
     from escapelab.theory.symmetry_counts import counts_table
 
-    teachers = [int(v) for v in parse_sequence(r_stars, "--r-star")]
+    teachers = []
+    for value in parse_sequence(r_stars, "--r-star"):
+        text = str(value).strip()
+        if not text.isdigit() or not 2 <= int(text) <= MAX_COUNT_R_STAR:
+            raise SpecError(
+                "--r-star",
+                f"teacher widths must be integers 2..{MAX_COUNT_R_STAR}, given as 2,3,4 or "
+                f"2..6; got {r_stars!r}",
+            )
+        teachers.append(int(text))
     try:
         table = counts_table(teachers, max_width, zero_output=not duplication_only)
     except SpecError as err:  # name the option, not the Python argument
         option = {"r_stars": "--r-star", "max_width": "--max-width"}.get(err.field, err.field)
         raise SpecError(option, err.message) from None
-    table_path, figure = write_symmetry_counts(table, out)
+    with staged_dir(out) as stage:
+        table_path, figure = (
+            out / p.relative_to(stage) for p in write_symmetry_counts(table, stage)
+        )
     for r_star in table.r_stars:
         click.echo(
             f"r* = {r_star}: saddle subspaces outnumber global-minimum subspaces "
             f"up to m = {table.crossovers[r_star] - 1}"
         )
     click.echo(f"table: {table_path}\nfigure: {figure}")
+
+
+@main.group("store")
+def store_group() -> None:
+    """Check a store for damage, or salvage a damaged one into a new store."""
+
+
+@store_group.command("check")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def store_check(directory: Path) -> None:
+    """Full integrity check of the store in DIRECTORY (exit 3 when damaged)."""
+    result = check_store(directory)
+    if result.ok:
+        click.echo(
+            f"{result.path}: ok (schema {result.version}, {result.experiments} experiment(s), "
+            f"{result.tasks} task(s))"
+        )
+        return
+    click.echo(f"{result.path}: damaged: {'; '.join(result.problems[:3])}", err=True)
+    click.echo(f"salvage it with: escapelab store recover {directory} --into NEW_DIR", err=True)
+    sys.exit(EXIT_ENVIRONMENT)
+
+
+@store_group.command("recover")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--into",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A new directory for the salvaged store.",
+)
+def store_recover(directory: Path, into: Path) -> None:
+    """Copy every readable experiment and task of the store in DIRECTORY into a new store."""
+    done = recover_store(directory, into)
+    header = " (its header was rebuilt)" if done.header_rebuilt else ""
+    click.echo(
+        f"recovered into {done.target}{header}: {done.experiments} experiment(s), {done.tasks} "
+        f"task(s), {done.records} record(s), {done.aliases} alias(es)"
+    )
+    lost = len(done.lost_tasks)
+    click.echo(f"lost: {done.lost_experiments} experiment(s), {lost} task(s)")
+    for key in done.lost_tasks[:20]:
+        click.echo(f"  lost task {key}")
+    if lost > 20:
+        click.echo(f"  ... and {lost - 20} more")
+    if lost:
+        click.echo(
+            f"rerun those experiments with --store {done.target} to recompute the lost tasks"
+        )
 
 
 __all__ = ["get_experiment", "main"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 import types
 import typing
@@ -100,8 +101,8 @@ def _parse_float(value: object, path: str) -> float:
             raise _fail(path, "a number", value) from None
     else:
         raise _fail(path, "a number", value)
-    if out != out:
-        raise _fail(path, "a number", value)
+    if not math.isfinite(out):
+        raise _fail(path, "a finite number", value)
     return out
 
 
@@ -113,26 +114,42 @@ def _parse_bool(value: object, path: str) -> bool:
     raise _fail(path, "true or false", value)
 
 
+_BRACKETS = {"[": "]", "(": ")"}
+
+
 def parse_sequence(value: object, path: str) -> list[object]:
-    """Lists, tuples, "3,4,5" and integer ranges "3..9" or "3..9:2" (inclusive)."""
+    """Lists, tuples, "3,4,5", "[3,4,5]" and integer ranges "3..9" or "3..9:2" (inclusive).
+
+    Strict: an unclosed bracket (``[4,5``), an empty element (``4,,5``, ``4,5,``) or a range
+    with a step of zero is refused, never silently repaired.
+    """
     if isinstance(value, (list, tuple)):
         return list(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
-    if isinstance(value, str):
-        text = value.strip().strip("[]()")
-        if ".." in text:
-            lo, _, rest = text.partition("..")
-            hi, _, step = rest.partition(":")
-            try:
-                a, b, s = int(lo), int(hi), int(step or 1)
-            except ValueError:
-                raise _fail(path, "a range like 3..9 or 3..9:2", value) from None
-            if s <= 0 or b < a:
-                raise _fail(path, "a non-empty range lo..hi with lo <= hi and step > 0", value)
-            return list(range(a, b + 1, s))
-        return [p for p in text.replace(" ", "").split(",") if p]
-    raise _fail(path, "a list", value)
+    if not isinstance(value, str):
+        raise _fail(path, "a list", value)
+    text = value.strip()
+    if text[:1] in _BRACKETS or text[-1:] in _BRACKETS.values():
+        if text[:1] not in _BRACKETS or text[-1:] != _BRACKETS[text[:1]]:
+            raise _fail(path, "a list with matching brackets, like [3,4,5]", value)
+        text = text[1:-1].strip()
+    if ".." in text:
+        lo, _, rest = text.partition("..")
+        hi, _, step = rest.partition(":")
+        try:
+            a, b, s = int(lo), int(hi), int(step or 1)
+        except ValueError:
+            raise _fail(path, "a range like 3..9 or 3..9:2", value) from None
+        if s <= 0 or b < a:
+            raise _fail(path, "a non-empty range lo..hi with lo <= hi and step > 0", value)
+        return list(range(a, b + 1, s))
+    if not text:
+        return []
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise _fail(path, "a comma-separated list without empty elements, like 3,4,5", value)
+    return parts
 
 
 def _check_bounds(value: float, meta: Mapping[str, Any], path: str) -> None:
@@ -325,6 +342,8 @@ def parse_assignments(pairs: typing.Iterable[str]) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        if isinstance(value, float) and not math.isfinite(value):
+            value = raw  # 1e400 overflows to inf: keep what the user wrote for the message
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
@@ -339,10 +358,15 @@ def parse_assignments(pairs: typing.Iterable[str]) -> dict[str, Any]:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or TOML config file into a dict; unreadable files raise SpecError('config')."""
     p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        raise SpecError("config", f"{p}: YAML is not read; write the spec as JSON or TOML")
     try:
         text = p.read_text()
     except OSError as err:
         raise SpecError("config", f"cannot read {p}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise SpecError("config", f"{p} is not a text file (JSON or TOML expected)") from None
     try:
         data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import torch
 
+from escapelab.config import SpecError
+
 
 @dataclass(frozen=True)
 class Task:
@@ -42,14 +44,32 @@ class Experiment(Protocol):
     def figures(self, spec: Any, records: list[dict[str, Any]], out_dir: Path) -> list[Path]: ...
 
 
+def available_devices() -> list[str]:
+    """The device names torch offers here: ``cpu``, then ``cuda`` and ``cuda:N`` for each GPU,
+    then ``mps`` on Apple silicon."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" picks CUDA when available, else the CPU; anything else is passed to torch."""
+    """ "auto" picks CUDA when available, else the CPU; any other name must be one of
+    :func:`available_devices` (SpecError naming ``--device`` and the list otherwise)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but CUDA is not available; use auto or cpu")
-    return dev
+    offered = available_devices()
+    name = str(device).strip().lower()
+    if name not in offered:
+        raise SpecError("--device", f"must be one of auto, {', '.join(offered)}; got {device!r}")
+    return torch.device(name)
+
+
+# More tasks than this is a typo, not a plan: every task is a row in the store and a job to schedule
+MAX_TASKS = 100_000
 
 
 def seed_tasks(
@@ -60,9 +80,19 @@ def seed_tasks(
     ``groups`` are (label, params) pairs, e.g. ``("m=0004", {"m": 4})`` for one student width or
     ``("data=digits", {"dataset": "digits"})``; every task's params are the group's plus the seed
     range [``lo``, ``hi``), and its key is :func:`seed_block_key`, the form the
-    runner reads back to know which seeds of a group are stored.
+    runner reads back to know which seeds of a group are stored. More than :data:`MAX_TASKS`
+    tasks is refused (SpecError) before any is built.
     """
     block = per_task or seeds
+    groups = list(groups)
+    count = len(groups) * -(-seeds // block)
+    if count > MAX_TASKS:
+        raise SpecError(
+            "seeds_per_task",
+            f"{count:,} tasks planned ({len(groups)} groups x {seeds:,} seeds in blocks of "
+            f"{block:,}), more than the limit of {MAX_TASKS:,}; raise seeds_per_task (0: one "
+            "task per group) or lower the seeds",
+        )
     return [
         Task(
             seed_block_key(label, lo, min(lo + block, seeds)),

@@ -96,7 +96,9 @@ class Lottery:
         model = stacked_classifier(spec.net, data, device)
         seeds = network_seeds(spec, name, lo, hi)
         member = {s: lo + i for i, s in enumerate(seeds)}
-        with tqdm(total=spec.imp.levels + 1, desc=f"IMP {name}", unit="level", leave=False) as bar:
+        with tqdm(
+            total=spec.imp.levels + 1, desc=f"IMP {name}", unit="level", leave=False, disable=None
+        ) as bar:
             records = run_imp(
                 model,
                 data,

@@ -17,20 +17,28 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
 import sqlite3
+import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
+
+from escapelab.atomic import staged_file
+from escapelab.errors import EnvironmentFault, StoreDamaged, os_fault, sqlite_fault
 
 DB_NAME = "escapelab.sqlite"
 # 0: hashes of the full spec; 1: science hashes (execution options and defaults left out), aliases;
 # 2: unambiguous record fields (RENAMED_FIELDS); 3: stored specs pin the value of fields added
-# with a default that changes their meaning (PINNED_FIELDS)
-SCHEMA_VERSION = 3
+# with a default that changes their meaning (PINNED_FIELDS); 4: the claims table (concurrent
+# runs on one store share the tasks)
+SCHEMA_VERSION = 4
 
 # Record fields renamed in schema 2, by experiment: ``level`` meant the pruning round in IMP
 # records and the ticket kind (neuron or weight) in ticket-perturbation records.
@@ -68,7 +76,16 @@ CREATE TABLE IF NOT EXISTS aliases (
     new TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS claims (
+    hash TEXT NOT NULL,
+    key TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (hash, key)
+);
 """
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 30.0
 
 
 class StoreMigrationWarning(UserWarning):
@@ -105,41 +122,117 @@ class ExperimentRow:
 
 
 class Store:
-    """An embedded store in directory ``root`` (created on first write)."""
+    """An embedded store in directory ``root`` (created on first write).
+
+    Every open checks the file cheaply, once per Store object: its SQLite header (a zero-byte or
+    foreign file is reported, never silently recreated), its schema version (a newer one is
+    refused, an older one migrated) and ``PRAGMA quick_check``; any damage found then or later
+    is a :class:`~escapelab.errors.StoreDamaged` naming ``escapelab store check`` and
+    ``escapelab store recover``. Other SQLite and file-system failures (read-only, full, locked)
+    become one-line :class:`~escapelab.errors.EnvironmentFault` s. A new store file is built
+    under a temporary name and linked into place, so concurrent first writers never see a
+    half-created one.
+    """
 
     def __init__(self, root: str | Path = "escapelab-runs"):
         self.root = Path(root)
         self.path = self.root / DB_NAME
+        self._checked = False
+
+    def create(self) -> None:
+        """Make the store file atomically (schema and version set) if it does not exist."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                return
+            fd, tmp = tempfile.mkstemp(prefix=".new-", suffix=".sqlite", dir=self.root)
+            os.close(fd)
+            try:
+                conn = sqlite3.connect(tmp)
+                with conn:
+                    conn.executescript(_SCHEMA)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.close()
+                with suppress(FileExistsError):  # another process made it first: use theirs
+                    os.link(tmp, self.path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        except OSError as err:
+            raise os_fault(err, self.root, "choose another --store") from None
+        except sqlite3.Error as err:
+            raise sqlite_fault(err, self.path) from None
+
+    def _check_file(self) -> None:
+        """The header and size of an existing store file (before SQLite reads it)."""
+        try:
+            with self.path.open("rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+        except OSError as err:
+            raise os_fault(err, self.path, "check the --store directory") from None
+        if not head:
+            raise StoreDamaged(self.path, "the store file is empty (0 bytes)")
+        if head != SQLITE_HEADER:
+            raise StoreDamaged(self.path, "the store file is not an SQLite database (bad header)")
 
     def _open(self, write: bool) -> sqlite3.Connection:
         if write:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.create()
         elif not self.path.exists():
             raise LookupError(f"no store at {self.root} (run an experiment first)")
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.executescript(_SCHEMA)
+        if not self._checked:
+            self._check_file()
+        uri = f"file:{quote(str(self.path.resolve()))}" + ("" if write else "?mode=ro")
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise EnvironmentFault(
+                    str(self.path),
+                    f"written by a newer escapelab (store schema {version}, this version reads "
+                    f"up to {SCHEMA_VERSION})",
+                    "upgrade escapelab to read it",
+                )
+            if not self._checked:
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+                if problems != ["ok"]:
+                    raise StoreDamaged(self.path, f"the store is damaged ({problems[0]})")
+                self._checked = True
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @contextmanager
     def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        conn = self._open(write)
+        """A connection in a transaction; SQLite failures become one-line faults."""
         try:
-            self._upgrade(conn)
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+            conn = self._open(write)
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    if not write:  # the migration writes
+                        conn.close()
+                        conn = self._open(write=True)
+                    self._upgrade(conn)
+                with conn:
+                    yield conn
+            finally:
+                conn.close()
+        except sqlite3.Error as err:
+            raise sqlite_fault(err, self.path) from None
 
     def migrate(self) -> list[HashMigration]:
         """Bring the store to the current schema now (any open does it too): what changed.
 
         Idempotent: a store already at :data:`SCHEMA_VERSION` is left alone and gives ``[]``.
         """
-        conn = self._open(write=True)
         try:
-            return self._upgrade(conn)
-        finally:
-            conn.close()
+            conn = self._open(write=True)
+            try:
+                return self._upgrade(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as err:
+            raise sqlite_fault(err, self.path) from None
 
     def _upgrade(self, conn: sqlite3.Connection) -> list[HashMigration]:
         """Migrate an older store in one transaction; warn about every experiment not renamed."""
@@ -150,6 +243,8 @@ class Store:
         try:
             report: list[HashMigration] = []
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for statement in filter(str.strip, _SCHEMA.split(";")):  # tables added since
+                conn.execute(statement)
             if version < 3:
                 _pin_added_fields(conn)
                 report = self._to_science_hashes(conn, moved)
@@ -259,12 +354,62 @@ class Store:
         wall_time: float,
         version: str,
     ) -> None:
-        """Store one finished task and all its records in a single transaction."""
+        """Store one finished task and all its records in a single transaction, which also ends
+        the task's claim (:meth:`claim`)."""
         with self._connect(write=True) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO tasks VALUES (?, ?, 'done', ?, ?, ?, ?)",
                 (spec_hash, key, json.dumps(records), wall_time, time.time(), version),
             )
+            conn.execute("DELETE FROM claims WHERE hash = ? AND key = ?", (spec_hash, key))
+
+    def claim(
+        self,
+        spec_hash: str,
+        plan: Callable[[set[str]], list[Any]],
+        owner: str,
+        n: int,
+        lease_s: float,
+    ) -> tuple[list[Any], int]:
+        """Claim up to ``n`` tasks of an experiment for ``owner``, for ``lease_s`` seconds.
+
+        In one write transaction (so two claimants never take the same task): ``plan(taken)``
+        gives the tasks still to run when the keys ``taken`` are stored or claimed by live
+        owners (this one included); the first ``n`` are claimed. Returns them and how many
+        tasks are still unstored (claimed by anyone or not), so a caller with nothing to claim
+        knows whether to wait for the others. A claim is dead when its lease expired or its
+        owner, a process on this host, is gone (:func:`owner_alive`); dead claims are taken over.
+        """
+        now = time.time()
+        with self._connect(write=True) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            done = {
+                r[0] for r in conn.execute("SELECT key FROM tasks WHERE hash = ?", (spec_hash,))
+            }
+            claims = conn.execute(
+                "SELECT key, owner, expires FROM claims WHERE hash = ?", (spec_hash,)
+            ).fetchall()
+            live = {k for k, who, expires in claims if expires > now and owner_alive(who)}
+            todo = plan(done | live)[:n]
+            conn.executemany(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                [(spec_hash, t.key, owner, now + lease_s) for t in todo],
+            )
+            unstored = len(plan(done))
+        return todo, unstored
+
+    def renew(self, spec_hash: str, owner: str, lease_s: float) -> None:
+        """Extend every claim of ``owner`` on the experiment by ``lease_s`` from now."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "UPDATE claims SET expires = ? WHERE hash = ? AND owner = ?",
+                (time.time() + lease_s, spec_hash, owner),
+            )
+
+    def release(self, spec_hash: str, owner: str) -> None:
+        """Drop every claim of ``owner`` on the experiment (its tasks are free again)."""
+        with self._connect(write=True) as conn:
+            conn.execute("DELETE FROM claims WHERE hash = ? AND owner = ?", (spec_hash, owner))
 
     def records(self, spec_hash: str) -> list[dict[str, Any]]:
         """All records of an experiment, each with its task key, in task order."""
@@ -312,6 +457,27 @@ class Store:
         return dict(rows)
 
 
+def new_owner() -> str:
+    """A claimant's name: ``host:pid:nonce`` (the nonce tells apart runs of one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether a claimant may still be running: False only for a process of this host that is
+    gone (so a killed run's tasks are taken over at once, not when its lease expires)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _pin_added_fields(conn: sqlite3.Connection) -> None:
     """Schema 2 -> 3: a stored spec without a field of :data:`PINNED_FIELDS` gets the value
     that reproduces what it ran (the field's default would mean something else); the hashes
@@ -347,9 +513,10 @@ def _rename_record_fields(conn: sqlite3.Connection) -> None:
 
 
 def export_records(records: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write records to CSV, or to Parquet when ``path`` ends in .parquet (needs pyarrow)."""
+    """Write records to CSV, or to Parquet when ``path`` ends in .parquet (needs pyarrow);
+    atomically (:func:`~escapelab.atomic.staged_file`), so a failed export leaves no partial
+    file. A missing pyarrow is an :class:`~escapelab.errors.EnvironmentFault`."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
     for rec in records:
         columns.extend(k for k in rec if k not in columns)
@@ -358,13 +525,16 @@ def export_records(records: list[dict[str, Any]], path: str | Path) -> Path:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise LookupError(
-                "Parquet export needs pyarrow: pip install 'escapelab[parquet]', or export CSV"
+            raise EnvironmentFault(
+                "pyarrow",
+                "not installed, and Parquet export needs it",
+                "pip install 'escapelab[parquet]', or export to a .csv file",
             ) from None
         table = pa.table({c: [rec.get(c) for rec in records] for c in columns})
-        pq.write_table(table, out)
+        with staged_file(out) as tmp:
+            pq.write_table(table, tmp)
         return out
-    with out.open("w", newline="") as fh:
+    with staged_file(out) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for rec in records:

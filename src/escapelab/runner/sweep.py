@@ -12,9 +12,12 @@ blocks of another; see :func:`uncovered_tasks`.
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,16 +26,20 @@ import torch
 from tqdm.auto import tqdm
 
 from escapelab import __version__
-from escapelab.config import build, spec_hash, to_dict
+from escapelab.atomic import staged_dir
+from escapelab.config import SpecError, build, spec_hash, to_dict
+from escapelab.errors import RunInterrupted
 from escapelab.experiments import get_experiment
 from escapelab.experiments.base import Task, resolve_device, seed_block_key, seed_range
 from escapelab.report.tables import write_report
-from escapelab.runner.store import Store
+from escapelab.runner.budget import MemoryNeed, check_memory
+from escapelab.runner.store import Store, new_owner
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a run produced: the spec's hash, all its records and what this call did."""
+    """What a run produced: the spec's hash, all its records and what this call did
+    (``tasks_by_others``: tasks of this run stored meanwhile by another process on the store)."""
 
     experiment: str
     spec_hash: str
@@ -42,6 +49,7 @@ class RunOutcome:
     tasks_run: int
     tasks_skipped: int
     store: Path
+    tasks_by_others: int = 0
 
 
 def _gaps(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -103,7 +111,9 @@ def uncovered_tasks(tasks: list[Task], done: set[str]) -> tuple[list[Task], int]
 
 
 def _worker_init() -> None:
+    """A pool worker: one thread, and deaf to Ctrl-C (the driver stops it, without tracebacks)."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_one(
@@ -127,6 +137,82 @@ def prepare(name: str, spec: Mapping[str, Any] | object | None) -> tuple[Any, An
     return exp, spec, spec_hash(name, spec)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A validated run, before anything is written: the spec, its tasks, the memory one task
+    is estimated to need (None when not estimated) and the device."""
+
+    experiment: Any
+    spec: Any
+    spec_hash: str
+    tasks: list[Task]
+    memory: MemoryNeed | None
+    device: str
+
+
+def plan(
+    name: str,
+    spec: Mapping[str, Any] | object | None = None,
+    workers: int = 1,
+    device: str = "auto",
+    max_memory: int | None = None,
+) -> Plan:
+    """Everything :func:`run` checks before it touches the store: the spec, the device (one of
+    those torch offers), the task count (``MAX_TASKS``) and the memory that ``workers`` tasks at
+    once need against ``max_memory`` bytes (default: what the system has available). Raises
+    SpecError naming the field at fault."""
+    exp, spec_obj, h = prepare(name, spec)
+    if workers < 1:
+        raise SpecError("--workers", f"must be >= 1, got {workers}")
+    device_name = str(resolve_device(device))
+    memory = check_memory(spec_obj, workers, max_memory)
+    return Plan(exp, spec_obj, h, exp.tasks(spec_obj), memory, device_name)
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews this run's claims every third of the lease, from a thread of its own, so they
+    stay alive while the main thread computes a task."""
+
+    def __init__(self, db: Store, spec_hash: str, owner: str, lease_s: float):
+        super().__init__(daemon=True, name="escapelab-lease")
+        self.db, self.spec_hash, self.owner, self.lease_s = db, spec_hash, owner, lease_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lease_s / 3):
+            with suppress(Exception):  # a missed renewal only shortens the lease
+                self.db.renew(self.spec_hash, self.owner, self.lease_s)
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt like Ctrl-C does (clusters stop jobs
+    with SIGTERM); the handler before is restored after. Only the main thread can do this."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise RunInterrupted("SIGTERM", signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: cancel what has not started, terminate the worker processes (the
+    children multiprocessing started for it), drop what they were computing."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in multiprocessing.active_children():
+        child.terminate()
+    for child in multiprocessing.active_children():
+        child.join(timeout=2)
+    pool.shutdown(wait=True)  # the pool's threads and queues close, nothing leaks
+
+
 def run(
     name: str,
     spec: Mapping[str, Any] | object | None = None,
@@ -134,73 +220,143 @@ def run(
     workers: int = 1,
     device: str = "auto",
     progress: bool = True,
+    max_memory: int | None = None,
+    lease_s: float = 60.0,
 ) -> RunOutcome:
     """Run experiment ``name`` with ``spec`` (dict or spec object), resuming from ``store``.
 
     Only the seeds the store does not hold yet are run (:func:`uncovered_tasks`), so
     ``tasks_run`` counts the tasks actually run (a planned task partly stored runs as the pieces
-    it lacks) and ``tasks_skipped`` the planned tasks stored in full.
+    it lacks) and ``tasks_skipped`` the planned tasks stored in full. Nothing is written before
+    :func:`plan` accepts the spec.
+
+    Several processes may run the same spec on the same store at once: each claims its tasks in
+    the store (:meth:`Store.claim`, a lease of ``lease_s`` seconds renewed while it works), so
+    every task is computed once, and each process waits for the tasks the others hold and ends
+    with the full result (``tasks_by_others`` counts those). A killed claimant's tasks are taken
+    over once its lease expires, or at once when it ran on this host.
+
+    Ctrl-C or SIGTERM stops the run within about a second: tasks in flight are dropped (workers
+    terminated, claims released), every finished task stays stored, and
+    :class:`~escapelab.errors.RunInterrupted` says so.
     """
-    exp, spec_obj, h = prepare(name, spec)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    device_name = str(resolve_device(device))
-    db = Store(store)
-    spec_data = to_dict(spec_obj)
-    left, skipped = uncovered_tasks(exp.tasks(spec_obj), db.done_keys(h))
-    todo = [
-        replace(t, checkpoint_dir=str(db.root / h / "checkpoints" / t.key.replace("/", "__")))
-        for t in left
-    ]
-    db.register(name, spec_data, h, __version__)
+    p = plan(name, spec, workers, device, max_memory)
+    h, db = p.spec_hash, Store(store)
+    spec_data = to_dict(p.spec)
+    done_before = db.done_keys(h)
+    left, skipped = uncovered_tasks(p.tasks, done_before)
+    owner = new_owner()
+    if left:
+        db.register(name, spec_data, h, __version__)
+
+    def next_tasks(n: int) -> tuple[list[Task], int]:
+        def todo(taken: set[str]) -> list[Task]:
+            return uncovered_tasks(p.tasks, taken)[0]
+
+        claimed, unstored = db.claim(h, todo, owner, n, lease_s)
+        return [
+            replace(t, checkpoint_dir=str(db.root / h / "checkpoints" / t.key.replace("/", "__")))
+            for t in claimed
+        ], unstored
+
     bar = tqdm(
-        total=skipped + len(todo),
+        total=skipped + len(left),
         initial=skipped,
         disable=not progress,
         desc=f"{name} {h[:8]}",
         unit="task",
     )
-    if workers == 1 or len(todo) <= 1:
-        for task in todo:
-            key, records, wall = _run_one(name, spec_data, task, device_name)
-            db.save_task(h, key, records, wall, __version__)
-            bar.update()
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            min(workers, len(todo)), mp_context=ctx, initializer=_worker_init
-        ) as pool:
-            pending = {pool.submit(_run_one, name, spec_data, t, device_name) for t in todo}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    key, records, wall = fut.result()
-                    db.save_task(h, key, records, wall, __version__)
-                    bar.update()
-    bar.close()
-    records = db.records(h)
-    return RunOutcome(
-        name,
-        h,
-        spec_obj,
-        records,
-        exp.summarize(spec_obj, records),
-        len(todo),
-        skipped,
-        db.root,
-    )
+    keeper = _LeaseKeeper(db, h, owner, lease_s)
+    ran = 0
+
+    def save(key: str, records: list[dict[str, Any]], wall: float) -> None:
+        nonlocal ran
+        db.save_task(h, key, records, wall, __version__)
+        ran += 1
+        bar.update()
+
+    try:
+        with _signals_interrupt():
+            if left:
+                keeper.start()
+            if left and workers == 1:
+                while True:
+                    batch, unstored = next_tasks(1)
+                    if not batch:
+                        if not unstored:
+                            break
+                        time.sleep(_POLL_S)  # the rest is claimed by another process
+                        continue
+                    save(*_run_one(name, spec_data, batch[0], p.device))
+            elif left:
+                _run_pool(p, name, spec_data, workers, next_tasks, save)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        stored = len(db.done_keys(h)) if db.path.exists() else 0
+        raise RunInterrupted(
+            f"{ran} task(s) finished in this run and stored; {stored} stored in all for {h} in "
+            f"{db.root}; tasks in flight were dropped; rerun the same command to resume",
+            signum,
+        ) from None
+    finally:
+        keeper.stopped.set()
+        bar.close()
+        if left:
+            with suppress(Exception):
+                db.release(h, owner)
+    records = db.records(h) if (left or done_before) else []
+    by_others = len(db.done_keys(h) - done_before) - ran if left else 0
+    summary = p.experiment.summarize(p.spec, records)
+    return RunOutcome(name, h, p.spec, records, summary, ran, skipped, db.root, max(by_others, 0))
+
+
+# how often a run with nothing to claim looks again for the tasks another process holds
+_POLL_S = 0.5
+
+
+def _run_pool(
+    p: Plan,
+    name: str,
+    spec_data: dict[str, Any],
+    workers: int,
+    next_tasks: Callable[[int], tuple[list[Task], int]],
+    save: Callable[[str, list[dict[str, Any]], float], None],
+) -> None:
+    """The claim-run-store loop over a pool of ``workers`` processes (``save`` stores one)."""
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    try:
+        pending: set[Future] = set()
+        while True:
+            if len(pending) < workers:
+                batch, unstored = next_tasks(workers - len(pending))
+                pending |= {pool.submit(_run_one, name, spec_data, t, p.device) for t in batch}
+                if not pending and not unstored:
+                    break
+            finished, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                save(*fut.result())
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def write_outputs(outcome: RunOutcome, out_dir: str | Path | None = None) -> Path:
-    """Figures, summary table (CSV + Markdown) and an HTML report; default <store>/<hash>/."""
+    """Figures, summary table (CSV + Markdown) and an HTML report; default <store>/<hash>/.
+
+    Written atomically (:func:`~escapelab.atomic.staged_dir`): a full disk or a kill leaves the
+    previous files, never a half-written one."""
     exp = get_experiment(outcome.experiment)
     target = Path(out_dir) if out_dir else outcome.store / outcome.spec_hash
-    figures = exp.figures(outcome.spec, outcome.records, target)
-    return write_report(
-        target,
-        f"{outcome.experiment}: {exp.description}",
-        to_dict(outcome.spec),
-        outcome.spec_hash,
-        outcome.summary,
-        figures,
-    )
+    with staged_dir(target) as stage:  # each file appears whole or not at all
+        figures = exp.figures(outcome.spec, outcome.records, stage)
+        report = write_report(
+            stage,
+            f"{outcome.experiment}: {exp.description}",
+            to_dict(outcome.spec),
+            outcome.spec_hash,
+            outcome.summary,
+            figures,
+        )
+    return target / report.relative_to(stage)
