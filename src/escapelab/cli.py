@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -147,12 +148,47 @@ def demo(workers: int, device: str, out: Path, store: Path) -> None:
 @store_option
 @user_errors
 def list_cmd(store: Path) -> None:
-    """List the experiments in the store."""
-    rows = [
-        {"hash": e.hash, "experiment": e.name, "tasks_done": e.tasks_done, "version": e.version}
-        for e in Store(store).experiments()
-    ]
+    """List the experiments in the store: hash, name, dates, status, tasks, runtime."""
+    from escapelab.report.site import duration, run_status
+
+    db = Store(store)
+    rows = []
+    for e in db.experiments():
+        status, done, total = run_status(e, db)
+        log = db.task_log(e.hash)
+        rows.append(
+            {
+                "hash": e.hash,
+                "experiment": e.name,
+                "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)),
+                "status": status,
+                "tasks": f"{done}/{total}",
+                "runtime": duration(sum(wall for _, wall, _, _ in log)),
+                "version": e.version,
+            }
+        )
     click.echo(markdown_table(rows))
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("escapelab-report"),
+    show_default=True,
+    help="Folder of the site (created; its pages are overwritten).",
+)
+@store_option
+@user_errors
+def report(out: Path, store: Path) -> None:
+    """Write a static site for the store: index of runs, one page per run, verdict page.
+
+    It works offline from file:// (no server, no CDN); open OUT/index.html.
+    """
+    from escapelab.report.site import build_site
+
+    index = build_site(store, out)
+    click.echo(f"report: {index}\nverdict: {index.parent / 'verdict.html'}")
 
 
 @main.command()

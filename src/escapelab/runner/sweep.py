@@ -26,7 +26,6 @@ from escapelab import __version__
 from escapelab.config import build, spec_hash, to_dict
 from escapelab.experiments import get_experiment
 from escapelab.experiments.base import Task, resolve_device, seed_block_key, seed_range
-from escapelab.report.tables import write_report
 from escapelab.runner.store import Store
 
 
@@ -153,6 +152,7 @@ def run(
         for t in left
     ]
     db.register(name, spec_data, h, __version__)
+    started = time.perf_counter()
     bar = tqdm(
         total=skipped + len(todo),
         initial=skipped,
@@ -178,6 +178,11 @@ def run(
                     db.save_task(h, key, records, wall, __version__)
                     bar.update()
     bar.close()
+    if todo:
+        from escapelab.report.provenance import provenance, record
+
+        wall = time.perf_counter() - started
+        record(db.root / h, provenance(device_name, workers, len(todo), wall))
     records = db.records(h)
     return RunOutcome(
         name,
@@ -192,15 +197,11 @@ def run(
 
 
 def write_outputs(outcome: RunOutcome, out_dir: str | Path | None = None) -> Path:
-    """Figures, summary table (CSV + Markdown) and an HTML report; default <store>/<hash>/."""
-    exp = get_experiment(outcome.experiment)
+    """The run's page (report.html, with style.css beside), its figures and its summary table
+    (CSV + Markdown); default folder <store>/<hash>/. The page is the one ``escapelab report``
+    puts in its site (:mod:`escapelab.report.site`), without the site's navigation."""
+    from escapelab.report.site import run_view, write_run_page
+
     target = Path(out_dir) if out_dir else outcome.store / outcome.spec_hash
-    figures = exp.figures(outcome.spec, outcome.records, target)
-    return write_report(
-        target,
-        f"{outcome.experiment}: {exp.description}",
-        to_dict(outcome.spec),
-        outcome.spec_hash,
-        outcome.summary,
-        figures,
-    )
+    db = Store(outcome.store)
+    return write_run_page(run_view(db, db.find(outcome.spec_hash), target), target, None)
