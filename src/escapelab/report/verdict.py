@@ -92,8 +92,8 @@ def multistart_tickets(rows: Rows, spec: dict[str, Any]) -> Evidence:
 
 def perturbed_tickets_fail(rows: Rows, spec: dict[str, Any]) -> Evidence:
     """Ticket perturbation: supported when some perturbation makes winning tickets fail more
-    often than unperturbed ones, beyond the perturbed rate's interval; contradicted when no
-    perturbation raises the failure rate at all."""
+    often than unperturbed ones with the two intervals apart (the perturbed lower end above the
+    unperturbed upper end); contradicted when no perturbation raises the failure rate at all."""
     verdicts = []
     for kind, problem in dict.fromkeys((r["ticket_kind"], r["problem"]) for r in rows):
         mine = [r for r in rows if r["ticket_kind"] == kind and r["problem"] == problem]
@@ -104,7 +104,7 @@ def perturbed_tickets_fail(rows: Rows, spec: dict[str, Any]) -> Evidence:
         worst = max(tested, key=lambda r: r["failure_rate"])
         status: Status = (
             "supports"
-            if worst["ci_low"] > base["failure_rate"]
+            if worst["ci_low"] > base["ci_high"]
             else "contradicts"
             if worst["failure_rate"] <= base["failure_rate"]
             else "inconclusive"
