@@ -192,6 +192,28 @@ def report(out: Path, store: Path) -> None:
 
 
 @main.command()
+@click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)), metavar="EXPERIMENT")
+@user_errors
+def describe(experiment: str) -> None:
+    """Every key of EXPERIMENT's spec with its default and allowed values (set with --set)."""
+    from escapelab.spec_docs import describe_spec
+
+    exp = get_experiment(experiment)
+    click.echo(f"{experiment}: {exp.description}\n")
+    click.echo(markdown_table(describe_spec(exp.spec_type)))
+
+
+@main.command()
+@click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)), metavar="EXPERIMENT")
+@user_errors
+def defaults(experiment: str) -> None:
+    """Print EXPERIMENT's complete default spec as TOML (edit it, then run with --config)."""
+    from escapelab.spec_docs import defaults_toml
+
+    click.echo(defaults_toml(experiment, get_experiment(experiment).spec_type), nl=False)
+
+
+@main.command()
 @click.argument("hash_prefix")
 @store_option
 @user_errors
