@@ -333,3 +333,48 @@ def test_report_of_a_missing_store_is_a_one_line_error(tmp_path):
     assert result.output.strip().splitlines() == [
         f"error: no store at {tmp_path / 'nope'} (run an experiment first)"
     ]
+
+
+# --- landscape views around a stored bad minimum ---------------------------------------------
+
+
+def _census(store: Path):
+    db = Store(store)
+    (row,) = [e for e in db.experiments() if e.name == "minima-census"]
+    exp = get_experiment(row.name)
+    return row, build(exp.spec_type, row.spec), db.records(row.hash)
+
+
+def test_landscape_views_split_a_bad_minimum_into_a_saddle(tiny_report_store):
+    from escapelab.report.landscape_views import landscape_views
+
+    _, spec, records = _census(tiny_report_store)
+    views = landscape_views(spec, records)
+    assert views is not None and views.source["kind"] == "local_min"
+    spectra = list(views.spectra.values())
+    bad, split = spectra[0], spectra[-1]
+    assert len(split) == len(bad) + spec.teacher.d + 1  # one unit: d inputs and one output
+    assert float(bad[0]) >= -spec.train.tol_eig * float(bad[-1])  # a minimum
+    lam = float(split[0])
+    assert lam < 0  # an escape dimension
+    # along the eigenvector the loss is L0 + lam a^2 / 2 + O(a^3): the split keeps the loss
+    # and the zero gradient, so the centred second difference gives the eigenvalue back
+    s = views.escape_slice
+    assert s.center_loss == pytest.approx(views.source["loss"], rel=1e-9, abs=1e-14)
+    i = int((s.alpha.abs()).argmin())
+    h = float(s.alpha[i + 1] - s.alpha[i])
+    second = float(s.loss[i + 1] + s.loss[i - 1] - 2 * s.loss[i]) / h**2
+    assert second == pytest.approx(lam, rel=0.05)
+
+
+def test_landscape_command(tiny_report_store, tmp_path):
+    row, _, _ = _census(tiny_report_store)
+    runner = CliRunner()
+    args = ["landscape", row.hash[:8], "--store", str(tiny_report_store), "--out", str(tmp_path)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "landscape_spectra.png").stat().st_size > 10_000
+    assert (tmp_path / "landscape_escape_slice.png").stat().st_size > 10_000
+    wrong = runner.invoke(main, [*args, "--member", "99"])
+    assert wrong.exit_code == 2
+    assert wrong.output.strip() == "error: --member: member 99 is not a stored bad local minimum"

@@ -230,6 +230,38 @@ def show(hash_prefix: str, store: Path) -> None:
 
 @main.command()
 @click.argument("hash_prefix")
+@click.option("--member", type=int, help="The bad local minimum to look at (default: the first).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the figures (default: <store>/<hash>/landscape/).",
+)
+@store_option
+@user_errors
+def landscape(hash_prefix: str, member: int | None, out: Path | None, store: Path) -> None:
+    """Hessian spectra, escape-direction slice and interpolation around a stored bad minimum
+    of a width-sweep or minima-census run (HASH_PREFIX)."""
+    from escapelab.report.landscape_views import LANDSCAPE_EXPERIMENTS, landscape_figures
+
+    db = Store(store)
+    row = db.find(hash_prefix)
+    if row.name not in LANDSCAPE_EXPERIMENTS:
+        raise SpecError(
+            "hash",
+            f"{row.hash} is a {row.name} run; landscape figures need the stored endpoints of "
+            + " or ".join(LANDSCAPE_EXPERIMENTS),
+        )
+    _, spec, _ = prepare(row.name, row.spec)
+    paths = landscape_figures(
+        spec, db.records(row.hash), out or db.root / row.hash / "landscape", member
+    )
+    if not paths:
+        raise LookupError(f"{row.name} {row.hash} stored no bad local minimum to look at")
+    click.echo("\n".join(f"figure: {p}" for p in paths))
+
+
+@main.command()
+@click.argument("hash_prefix")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

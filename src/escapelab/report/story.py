@@ -89,6 +89,22 @@ CAPTIONS: dict[str, str] = {
         "(Şimşek et al. 2021), against the width m; above 1 saddles dominate, below 1 global "
         "minima do; the star marks the crossover."
     ),
+    "landscape_spectra.png": (
+        "Exact Hessian eigenvalues, in ascending order, at a bad local minimum of this run, at "
+        "a saddle of the same width when one was found, and at the bad minimum split one unit "
+        "wider (γ = 1/2); the axis is logarithmic on both sides of a linear band around zero. "
+        "Negative eigenvalues of the split point are its escape dimensions."
+    ),
+    "landscape_escape_slice.png": (
+        "Loss along the most negative Hessian eigenvector of the split point (the escape "
+        "direction): a bad minimum at width r, one unit wider, is a saddle the loss falls away "
+        "from on both sides."
+    ),
+    "landscape_interpolation.png": (
+        "Loss on the straight line from the bad minimum (t = 0) to the best global minimum of "
+        "the same width and teacher (t = 1), extrapolated past both ends (shaded); the barrier "
+        "is the highest loss on [0, 1] above the chord."
+    ),
 }
 """Captions of the figures the experiments write, by file name."""
 
