@@ -131,6 +131,7 @@ def _sweep_row(width: int, k: int, n: int, bad: int, pred: float) -> dict:
         "bad_ci_low": b_lo,
         "bad_ci_high": b_hi,
         "not_converged": n - k - bad,
+        "p_not_converged": (n - k - bad) / n,
         "pred_subsets": pred,
         "pred_disjoint": pred,
     }
@@ -161,10 +162,15 @@ def test_width_sweep_counts_students_out_of_budget() -> None:
 
 def test_multistart_rule_reads_the_prediction_against_the_interval() -> None:
     inside = [_sweep_row(4, 24, 48, 0, 0.5), _sweep_row(6, 40, 48, 0, 0.85)]
-    outside = [_sweep_row(4, 24, 48, 0, 0.5), _sweep_row(6, 30, 48, 0, 0.999)]
+    outside = [_sweep_row(4, 24, 48, 0, 0.5), _sweep_row(6, 30, 48, 18, 0.999)]
     assert verdict.multistart_sweep(inside, SPEC).status == "supports"
     found = verdict.multistart_sweep(outside, SPEC)
-    assert found.status == "contradicts" and "1.00 lies outside" in found.sentence
+    assert found.status == "contradicts" and "1.00 lies above" in found.sentence
+    # 40 of 48 succeed (interval up to 0.91), 8 out of budget: the prediction lies above the
+    # interval, but the students out of budget could close the gap
+    budget = [_sweep_row(4, 24, 48, 0, 0.5), _sweep_row(6, 40, 48, 0, 0.999)]
+    found = verdict.multistart_sweep(budget, SPEC)
+    assert found.status == "inconclusive" and "0.17 of the students ran out" in found.sentence
     nothing = [_sweep_row(4, 0, 8, 0, 0.0), _sweep_row(6, 3, 8, 0, 0.0)]
     assert verdict.multistart_sweep(nothing, SPEC).status == "inconclusive"
 

@@ -70,7 +70,12 @@ def width_sweep(rows: Rows, spec: dict[str, Any]) -> list[str]:
             f"m = r* = {r_star}, the literal lottery picture predicts P = {w['pred_subsets']:.2f} "
             f"at m = {w['width']} with C({w['width']}, {r_star}) overlapping subsets and "
             f"{w['pred_disjoint']:.2f} with ⌊{w['width']}/{r_star}⌋ disjoint ones; the "
-            f"overlapping prediction lies {where}."
+            f"overlapping prediction lies {where}"
+            + (
+                f" ({w['not_converged']} of {w['n']} students ran out of budget there)."
+                if w.get("not_converged")
+                else "."
+            )
         )
     elif not any(r["width"] == r_star for r in main):
         out.append(f"No student has width r* = {r_star}, so the lottery predictions are not drawn.")

@@ -52,7 +52,9 @@ def _pooled(rows: Rows) -> Rows:
 
 def multistart_sweep(rows: Rows, spec: dict[str, Any]) -> Evidence:
     """Width sweep: the overlapping-subset prediction against the measured interval at every
-    width above r*; contradicted when it lies outside at some width."""
+    width above r*. Contradicted when it lies above the interval's upper end even if every
+    student that ran out of budget had succeeded (a budget is no verdict on the landscape);
+    inconclusive when only those students separate the two, or when nothing succeeded at r*."""
     r_star = spec["teacher"]["width"]
     main = _pooled(rows)
     wider = [r for r in main if r["width"] > r_star and not math.isnan(r["pred_subsets"])]
@@ -63,13 +65,28 @@ def multistart_sweep(rows: Rows, spec: dict[str, Any]) -> Evidence:
             "inconclusive",
             f"no student of width r* = {r_star} succeeded, so the prediction is 0 at every width",
         )
+
+    def measured(r: dict[str, Any]) -> str:
+        return share(r["p_global"], r["ci_low"], r["ci_high"])
+
+    above = [r for r in wider if r["pred_subsets"] > r["ci_high"] + r.get("p_not_converged", 0)]
+    if above:
+        r = above[-1]
+        return Evidence(
+            "contradicts",
+            f"at m = {r['width']} the multi-start prediction {r['pred_subsets']:.2f} lies above "
+            f"the measured {measured(r)}, even counting the {r.get('p_not_converged', 0):.2f} "
+            "out of budget as successes",
+        )
     off = [r for r in wider if not r["ci_low"] <= r["pred_subsets"] <= r["ci_high"]]
     if off:
         r = off[-1]
+        budget = r.get("p_not_converged", 0)
         return Evidence(
-            "contradicts",
+            "inconclusive",
             f"at m = {r['width']} the multi-start prediction {r['pred_subsets']:.2f} lies outside "
-            f"the measured {share(r['p_global'], r['ci_low'], r['ci_high'])}",
+            f"the measured {measured(r)}"
+            + (f", but {budget:.2f} of the students ran out of budget" if budget else ""),
         )
     return Evidence(
         "supports",
