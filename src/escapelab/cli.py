@@ -93,7 +93,8 @@ def main() -> None:
     "assignments",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override one spec field, e.g. --set teacher.width=4 --set student.widths=4..12",
+    help="Override one spec field, e.g. --set teacher.width=4 --set student.widths=4..12; "
+    "every key, its default and allowed values: escapelab describe EXPERIMENT",
 )
 @click.option(
     "--workers",
