@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,3 +23,24 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_report_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with every experiment at a tiny size (:mod:`report_store`), built once."""
+    from report_store import tiny_store
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return tiny_store(tmp_path_factory.mktemp("report") / "store")
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_report_site(tiny_report_store: Path) -> Path:
+    """The report site of :func:`tiny_report_store`; returns the site's folder."""
+    from escapelab.report.site import build_site
+
+    return build_site(tiny_report_store, tiny_report_store.parent / "site").parent

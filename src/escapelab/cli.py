@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -180,7 +181,8 @@ def main(debug: bool) -> None:
     "assignments",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override one spec field, e.g. --set teacher.width=4 --set student.widths=4..12",
+    help="Override one spec field, e.g. --set teacher.width=4 --set student.widths=4..12; "
+    "every key, its default and allowed values: escapelab describe EXPERIMENT",
 )
 @click.option(
     "--workers",
@@ -252,12 +254,66 @@ def demo(workers: int, device: str, out: Path, max_memory: str | None, store: Pa
 @main.command("list")
 @store_option
 def list_cmd(store: Path) -> None:
-    """List the experiments in the store."""
-    rows = [
-        {"hash": e.hash, "experiment": e.name, "tasks_done": e.tasks_done, "version": e.version}
-        for e in Store(store).experiments()
-    ]
+    """List the experiments in the store: hash, name, dates, status, tasks, runtime."""
+    from escapelab.report.site import duration, run_status
+
+    db = Store(store)
+    rows = []
+    for e in db.experiments():
+        status, done, total = run_status(e, db)
+        log = db.task_log(e.hash)
+        rows.append(
+            {
+                "hash": e.hash,
+                "experiment": e.name,
+                "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)),
+                "status": status,
+                "tasks": f"{done}/{total}",
+                "runtime": duration(sum(wall for _, wall, _, _ in log)),
+                "version": e.version,
+            }
+        )
     click.echo(markdown_table(rows))
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("escapelab-report"),
+    show_default=True,
+    help="Folder of the site (created; its pages are overwritten).",
+)
+@store_option
+def report(out: Path, store: Path) -> None:
+    """Write a static site for the store: index of runs, one page per run, verdict page.
+
+    It works offline from file:// (no server, no CDN); open OUT/index.html.
+    """
+    from escapelab.report.site import build_site
+
+    index = build_site(store, out)
+    click.echo(f"report: {index}\nverdict: {index.parent / 'verdict.html'}")
+
+
+@main.command()
+@click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)), metavar="EXPERIMENT")
+def describe(experiment: str) -> None:
+    """Every key of EXPERIMENT's spec with its default and allowed values (set with --set)."""
+    from escapelab.spec_docs import describe_spec
+
+    exp = get_experiment(experiment)
+    click.echo(f"{experiment}: {exp.description}\n")
+    click.echo(markdown_table(describe_spec(exp.spec_type)))
+
+
+@main.command()
+@click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)), metavar="EXPERIMENT")
+def defaults(experiment: str) -> None:
+    """Print EXPERIMENT's complete default spec as TOML (edit it, then run with --config)."""
+    from escapelab.spec_docs import defaults_toml
+
+    click.echo(defaults_toml(experiment, get_experiment(experiment).spec_type), nl=False)
 
 
 @main.command()
@@ -272,6 +328,37 @@ def show(hash_prefix: str, store: Path) -> None:
     click.echo(f"named by (its fields that differ from the defaults): {json.dumps(science(spec))}")
     click.echo(json.dumps(row.spec, indent=2))
     click.echo(markdown_table(exp.summarize(spec, db.records(row.hash))))
+
+
+@main.command()
+@click.argument("hash_prefix")
+@click.option("--member", type=int, help="The bad local minimum to look at (default: the first).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the figures (default: <store>/<hash>/landscape/).",
+)
+@store_option
+def landscape(hash_prefix: str, member: int | None, out: Path | None, store: Path) -> None:
+    """Hessian spectra, escape-direction slice and interpolation around a stored bad minimum
+    of a width-sweep or minima-census run (HASH_PREFIX)."""
+    from escapelab.report.landscape_views import LANDSCAPE_EXPERIMENTS, landscape_figures
+
+    db = Store(store)
+    row = db.find(hash_prefix)
+    if row.name not in LANDSCAPE_EXPERIMENTS:
+        raise SpecError(
+            "hash",
+            f"{row.hash} is a {row.name} run; landscape figures need the stored endpoints of "
+            + " or ".join(LANDSCAPE_EXPERIMENTS),
+        )
+    _, spec, _ = prepare(row.name, row.spec)
+    paths = landscape_figures(
+        spec, db.records(row.hash), out or db.root / row.hash / "landscape", member
+    )
+    if not paths:
+        raise LookupError(f"{row.name} {row.hash} stored no bad local minimum to look at")
+    click.echo("\n".join(f"figure: {p}" for p in paths))
 
 
 @main.command()

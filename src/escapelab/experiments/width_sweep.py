@@ -140,7 +140,9 @@ class WidthSweep:
             plot_success_vs_width(
                 rows, spec.teacher.width, out_dir / "p_global_vs_width.png", title
             ),
-            plot_loss_by_width(records, out_dir / "final_loss_by_width.png", title),
+            plot_loss_by_width(
+                records, out_dir / "final_loss_by_width.png", title, spec.train.tol_global
+            ),
         ]
 
 

@@ -96,8 +96,11 @@ def plot_success_vs_width(rows: list[dict[str, Any]], r_star: int, path: Path, t
     return finish(fig, ax, path, title=title, legend_loc="center right")
 
 
-def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Final loss of every member per width (log scale), coloured by endpoint class."""
+def plot_loss_by_width(
+    records: list[dict[str, Any]], path: Path, title: str, tol_global: float | None = None
+) -> Path:
+    """Final loss of every member per width (log scale), coloured by endpoint class; with
+    ``tol_global``, a dashed line at the loss below which an endpoint is a global minimum."""
     widths = sorted({r["width"] for r in records})
     pos = {w: i for i, w in enumerate(widths)}
     floor = 1e-18
@@ -110,6 +113,10 @@ def plot_loss_by_width(records: list[dict[str, Any]], path: Path, title: str) ->
         xs = [pos[r["width"]] + 0.3 * (((r["member"] * 0.618034) % 1.0) - 0.5) for r in pts]
         ys = [max(r["loss"], floor) for r in pts]
         ax.scatter(xs, ys, s=14, color=CLASS_COLORS[cls], label=f"{cls} ({len(pts)})", alpha=0.8)
+    if tol_global is not None:
+        ax.axhline(
+            tol_global, color="k", ls="--", lw=1, label=f"global-minimum tolerance {tol_global:g}"
+        )
     ax.set_yscale("log")
     ax.set_xticks(range(len(widths)), [str(w) for w in widths])
     ax.set_xlabel("student width m")

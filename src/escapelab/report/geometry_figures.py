@@ -131,6 +131,22 @@ def plot_slice_2d(
     return finish(fig, ax, path, title=title or "2-D loss slice θ + αδ + βη")
 
 
+def plot_spectra(spectra: dict[str, Any], path: Path | str, title: str | None = None) -> Path:
+    """Hessian eigenvalues in ascending order, one series per label, on a symmetric-log axis
+    (linear within 1e-8 of zero) so that the smallest eigenvalues, and their sign, show."""
+    fig, ax = new_figure()
+    low = 0.0
+    for label, eigs in spectra.items():
+        values = np.sort(np.asarray(eigs, dtype=float))
+        low = min(low, float(values[0]))
+        ax.plot(range(1, len(values) + 1), values, "o-", ms=4, lw=1, label=label)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_yscale("symlog", linthresh=1e-8)
+    ax.set_xlabel("eigenvalue index (ascending)")
+    ax.set_ylabel("Hessian eigenvalue")
+    return finish(fig, ax, path, title=title or "Hessian spectra", legend_loc="lower right")
+
+
 def _direction_kind(normalized: bool) -> str:
     return "filter-normalised direction" if normalized else "direction"
 

@@ -448,6 +448,16 @@ class Store:
             raise LookupError(f"hash prefix {prefix!r} is ambiguous: {names}")
         return matches[0]
 
+    def task_log(self, spec_hash: str) -> list[tuple[str, float, float, str]]:
+        """Every finished task as (key, wall time in s, finish time as a Unix time, escapelab
+        version), in order of finishing."""
+        with self._connect() as conn:
+            return conn.execute(
+                "SELECT key, wall_time, finished, version FROM tasks WHERE hash = ? "
+                "ORDER BY finished",
+                (spec_hash,),
+            ).fetchall()
+
     def task_times(self, spec_hash: str) -> dict[str, float]:
         """Wall time of every finished task, by key."""
         with self._connect() as conn:

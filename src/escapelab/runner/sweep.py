@@ -31,7 +31,6 @@ from escapelab.config import SpecError, build, spec_hash, to_dict
 from escapelab.errors import RunInterrupted
 from escapelab.experiments import get_experiment
 from escapelab.experiments.base import Task, resolve_device, seed_block_key, seed_range
-from escapelab.report.tables import write_report
 from escapelab.runner.budget import MemoryNeed, check_memory
 from escapelab.runner.store import Store, new_owner
 
@@ -259,6 +258,7 @@ def run(
             for t in claimed
         ], unstored
 
+    started = time.perf_counter()
     bar = tqdm(
         total=skipped + len(left),
         initial=skipped,
@@ -304,6 +304,10 @@ def run(
         if left:
             with suppress(Exception):
                 db.release(h, owner)
+    if ran:
+        from escapelab.report.provenance import provenance, record
+
+        record(db.root / h, provenance(p.device, workers, ran, time.perf_counter() - started))
     records = db.records(h) if (left or done_before) else []
     by_others = len(db.done_keys(h) - done_before) - ran if left else 0
     summary = p.experiment.summarize(p.spec, records)
@@ -343,20 +347,16 @@ def _run_pool(
 
 
 def write_outputs(outcome: RunOutcome, out_dir: str | Path | None = None) -> Path:
-    """Figures, summary table (CSV + Markdown) and an HTML report; default <store>/<hash>/.
+    """The run's page (report.html, with style.css beside), its figures and its summary table
+    (CSV + Markdown); default folder <store>/<hash>/. The page is the one ``escapelab report``
+    puts in its site (:mod:`escapelab.report.site`), without the site's navigation.
 
     Written atomically (:func:`~escapelab.atomic.staged_dir`): a full disk or a kill leaves the
     previous files, never a half-written one."""
-    exp = get_experiment(outcome.experiment)
+    from escapelab.report.site import run_view, write_run_page
+
     target = Path(out_dir) if out_dir else outcome.store / outcome.spec_hash
+    db = Store(outcome.store)
     with staged_dir(target) as stage:  # each file appears whole or not at all
-        figures = exp.figures(outcome.spec, outcome.records, stage)
-        report = write_report(
-            stage,
-            f"{outcome.experiment}: {exp.description}",
-            to_dict(outcome.spec),
-            outcome.spec_hash,
-            outcome.summary,
-            figures,
-        )
-    return target / report.relative_to(stage)
+        page = write_run_page(run_view(db, db.find(outcome.spec_hash), stage), stage, None)
+    return target / page.relative_to(stage)

@@ -1,0 +1,255 @@
+"""Findings as sentences computed from an experiment's summary rows, with their intervals.
+
+Each experiment gets a function ``rows -> list[str]``; the first sentence is the run's one-line
+finding on the index page. Every number in a sentence is read from the summary (the same rows
+the tables show), so a sentence never says more than the table does; intervals are the ones the
+summaries compute (Wilson 95 % for binomial shares, bootstrap over teachers for pooled rows).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from escapelab.theory.multistart import wilson_interval
+
+Rows = list[dict[str, Any]]
+
+
+def share(p: float, lo: float | None = None, hi: float | None = None) -> str:
+    """``0.54 [0.40, 0.67]``: a share with its interval, two decimals (nan: "–")."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "–"
+    text = f"{p:.2f}"
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    return text
+
+
+def _trend(a: float, b: float) -> str:
+    return "rises" if b > a else "falls" if b < a else "stays"
+
+
+def _main_rows(rows: Rows) -> tuple[Rows, str]:
+    """The pooled rows when there are several teachers (and a note saying so), else all."""
+    pooled = [r for r in rows if r.get("teacher") == "pooled"]
+    if pooled:
+        teachers = pooled[0].get("teachers", "several")
+        note = f" (mean over {teachers} teachers, intervals over teachers)"
+        return pooled, note
+    return rows, ""
+
+
+def width_sweep(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """P(global) from the narrowest to the widest student, against the lottery predictions;
+    P(bad local minimum); the share out of budget."""
+    main, note = _main_rows(rows)
+    if not main:
+        return ["No student has finished yet."]
+    first, last = main[0], main[-1]
+    out = [
+        f"P(global minimum) {_trend(first['p_global'], last['p_global'])} from "
+        f"{share(first['p_global'], first['ci_low'], first['ci_high'])} at m = {first['width']} "
+        f"to {share(last['p_global'], last['ci_low'], last['ci_high'])} at m = "
+        f"{last['width']}{note}."
+    ]
+    r_star = spec["teacher"]["width"]
+    wider = [r for r in main if r["width"] > r_star and not math.isnan(r["pred_subsets"])]
+    if wider:
+        w = wider[-1]
+        where = (
+            "above the measured interval"
+            if w["pred_subsets"] > w["ci_high"]
+            else "below it"
+            if w["pred_subsets"] < w["ci_low"]
+            else "inside it"
+        )
+        out.append(
+            f"From p = {share(next(r for r in main if r['width'] == r_star)['p_global'])} at "
+            f"m = r* = {r_star}, the literal lottery picture predicts P = {w['pred_subsets']:.2f} "
+            f"at m = {w['width']} with C({w['width']}, {r_star}) overlapping subsets and "
+            f"{w['pred_disjoint']:.2f} with ⌊{w['width']}/{r_star}⌋ disjoint ones; the "
+            f"overlapping prediction lies {where}"
+            + (
+                f" ({w['not_converged']} of {w['n']} students ran out of budget there)."
+                if w.get("not_converged")
+                else "."
+            )
+        )
+    elif not any(r["width"] == r_star for r in main):
+        out.append(f"No student has width r* = {r_star}, so the lottery predictions are not drawn.")
+    out.append(
+        f"P(bad local minimum) {_trend(first['p_bad_min'], last['p_bad_min'])} from "
+        f"{share(first['p_bad_min'], first['bad_ci_low'], first['bad_ci_high'])} to "
+        f"{share(last['p_bad_min'], last['bad_ci_low'], last['bad_ci_high'])}."
+    )
+    n = sum(r["n"] for r in main)
+    stuck = sum(r["not_converged"] for r in main)
+    if stuck:
+        out.append(
+            f"{stuck} of {n} students ran out of budget before an endpoint; they count as "
+            "neither a success nor a bad minimum."
+        )
+    return out
+
+
+def subnetworks(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """How often the ticket at init matched the full network's outcome, width by width."""
+    main, note = _main_rows(rows)
+    if not main:
+        return ["No student has finished yet."]
+    n = sum(r["n"] for r in main)
+    diagonal = sum(r["success_with_ticket"] + r["failure_without_ticket"] for r in main)
+    out = [
+        f"A winning width-r* sub-network at init matched the full network's outcome in "
+        f"{diagonal} of {n} students{note}: {sum(r['success_without_ticket'] for r in main)} "
+        f"succeeded without a ticket and {sum(r['failure_with_ticket'] for r in main)} failed "
+        "with one."
+    ]
+    for r in main:
+        out.append(
+            f"At m = {r['width']} the full network succeeded in "
+            f"{r['success_with_ticket'] + r['success_without_ticket']} of {r['n']} students "
+            f"({share(r['p_full_success'], r['ci_low'], r['ci_high'])}); a ticket existed in "
+            f"{share(r['p_ticket_exists'])} of them; {r['full_bad_min']} full networks ended in a "
+            f"bad minimum and {r['full_not_converged']} out of budget."
+        )
+    return out
+
+
+def escape(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per source width: bad minima found, and per embedding the share of saddles and the
+    escape rate over all gammas."""
+    out: list[str] = []
+    for r in sorted({row["source_width"] for row in rows}):
+        mine = [row for row in rows if row["source_width"] == r]
+        head = mine[0]
+        found = (
+            f"width {r}: {head['bad_minima']} bad minima among {head['sources']} students "
+            f"({head['sources_not_converged']} out of budget)"
+        )
+        runs = [row for row in mine if row.get("runs")]
+        if not runs:
+            out.append(f"At {found}; nothing was embedded.")
+            continue
+        parts = []
+        for emb in dict.fromkeys(row["embedding"] for row in runs):
+            these = [row for row in runs if row["embedding"] == emb]
+            n = sum(row["runs"] for row in these)
+            saddles = round(sum(row["saddle_measured"] * row["runs"] for row in these))
+            escaped = round(sum(row["escape_rate"] * row["runs"] for row in these))
+            lo, hi = wilson_interval(escaped, n)
+            what = "split" if emb == "split" else "given a unit with zero output weight"
+            parts.append(
+                f"{what}: {saddles} of {n} embedded points are saddles, escape rate "
+                f"{share(escaped / n, lo, hi)}"
+            )
+        out.append(f"At {found}; embedded at width {r + 1}, " + "; ".join(parts) + ".")
+    return out or ["No student has finished yet."]
+
+
+def minima_census(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Share of seeds in bad minima and distinct minima from the narrowest to the widest."""
+    if not rows:
+        return ["No student has finished yet."]
+    first, last = rows[0], rows[-1]
+    out = [
+        f"The share of seeds ending in a bad minimum {_trend(_bad(first), _bad(last))} from "
+        f"{share(_bad(first))} at m = {first['width']} to {share(_bad(last))} at m = "
+        f"{last['width']}; distinct bad minima: {first['distinct_bad_minima']} → "
+        f"{last['distinct_bad_minima']}."
+    ]
+    for r in rows:
+        basins = ", ".join(f"{b:.2f}" for b in r["basin_shares"]) or "none"
+        index = ", ".join(f"index {k}: {v}" for k, v in r["index_counts"].items()) or "none"
+        out.append(
+            f"At m = {r['width']}: {r['bad_minima']} of {r['seeds']} seeds in bad minima, "
+            f"{r['distinct_bad_minima']} distinct (basins {basins}); "
+            f"{r['critical_points_found']} non-global critical points found ({index})."
+        )
+    return out
+
+
+def _bad(row: dict[str, Any]) -> float:
+    return row["bad_minima"] / row["seeds"] if row["seeds"] else math.nan
+
+
+def _metric(row: dict[str, Any]) -> tuple[str, float, str]:
+    """(what, value, unit) of a lottery row: test accuracy in %, or the test loss on
+    regression data."""
+    if math.isnan(row["test_acc_es"]):
+        return "test loss", row["test_loss_es"], ""
+    return "test accuracy", 100 * row["test_acc_es"], " %"
+
+
+def lottery(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per dataset: dense accuracy, and at the sparsest round the ticket against its controls."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        dense = next((r for r in mine if r["prune_level"] == 0 and r["role"] == "ticket"), None)
+        last = max(r["prune_level"] for r in mine)
+        if dense is None or last == 0:
+            out.append(f"On {dataset} no pruning round has finished yet.")
+            continue
+        what, base, unit = _metric(dense)
+        sparse = {r["role"]: r for r in mine if r["prune_level"] == last}
+        parts = [
+            f"{name} {_metric(sparse[role])[1]:.3g}{unit}"
+            for role, name in (
+                ("ticket", "the rewound ticket"),
+                ("reinit", "its mask re-initialized"),
+                ("random_mask", "a random mask"),
+            )
+            if role in sparse
+        ]
+        out.append(
+            f"On {dataset} the dense network reaches {what} {base:.3g}{unit}; with "
+            f"{100 * sparse['ticket']['density']:.3g} % of the weights kept (round {last}), "
+            + ", ".join(parts)
+            + "."
+        )
+    return out or ["No network has finished yet."]
+
+
+def ticket_perturbation(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per ticket kind and problem: failures unperturbed and under the worst perturbation."""
+    out = []
+    for kind, problem in dict.fromkeys((r["ticket_kind"], r["problem"]) for r in rows):
+        mine = [r for r in rows if r["ticket_kind"] == kind and r["problem"] == problem]
+        base = next((r for r in mine if r["perturbation"] == "none"), None)
+        tested = [r for r in mine if r["perturbation"] != "none" and r["n"]]
+        head = f"{kind.capitalize()}-level tickets on {problem}"
+        if not tested or base is None or not base["n"]:
+            out.append(f"{head}: no winning ticket to perturb.")
+            continue
+        worst = max(tested, key=lambda r: r["failure_rate"])
+        out.append(
+            f"{head}: unperturbed, {base['failures']} of {base['n']} winning tickets fail "
+            f"({share(base['failure_rate'], base['ci_low'], base['ci_high'])}); under "
+            f"'{worst['label']}', {worst['failures']} of {worst['n']} fail "
+            f"({share(worst['failure_rate'], worst['ci_low'], worst['ci_high'])})."
+        )
+    return out or ["No ticket has been tested yet."]
+
+
+FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
+    "width-sweep": width_sweep,
+    "subnetworks": subnetworks,
+    "escape": escape,
+    "minima-census": minima_census,
+    "lottery": lottery,
+    "ticket-perturbation": ticket_perturbation,
+}
+"""The findings of each experiment, by name: ``(summary rows, plain spec) -> sentences``."""
+
+
+def findings(name: str, rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """The findings of experiment ``name`` from its summary ``rows`` and plain ``spec``."""
+    if name not in FINDINGS:
+        return [f"{len(rows)} summary rows (no findings are written for {name})."]
+    return FINDINGS[name](rows, spec)
+
+
+__all__ = ["FINDINGS", "findings", "share"]

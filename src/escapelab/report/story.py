@@ -1,0 +1,240 @@
+"""The prose of a run page that the spec decides: the question an experiment asks, its method
+written from the spec, and the captions of its figures.
+
+The questions paraphrase the mission's experiments E1–E6 (Martinelli, Şimşek, Gerstner, Brea et
+al. 2026, "The Puzzling Success of Overparameterization: Lottery Tickets or Escape Dimensions?";
+Frankle & Carbin 2019 for the lottery ticket hypothesis). Methods are sentences built from the
+spec's own values, so the page says what ran, not what the defaults are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUESTIONS: dict[str, str] = {
+    "width-sweep": (
+        "How does the probability that gradient descent reaches a global minimum grow with the "
+        "student's width m, and does it grow as fast as the literal lottery picture (a "
+        "multi-start over width-r* sub-networks) predicts? (E1, E2)"
+    ),
+    "subnetworks": (
+        "Does the full network succeed when, and because, one of its width-r* sub-networks "
+        "would succeed alone from the same initial weights? (E2, the contingency table)"
+    ),
+    "escape": (
+        "When a bad local minimum of width r is embedded one unit wider, does it become a "
+        "saddle — does the added width give gradient descent a way out? (E4)"
+    ),
+    "minima-census": (
+        "How many distinct bad minima are there at each width, how large are their basins, and "
+        "which Hessian indices do the critical points near them have? (E5)"
+    ),
+    "lottery": (
+        "Do classic lottery tickets — sparse sub-networks found by iterative magnitude pruning "
+        "and rewound to their initial weights — train as well as the dense network on real data, "
+        "and better than their controls? (E6)"
+    ),
+    "ticket-perturbation": (
+        "Do winning tickets keep winning when only the rest of the network is perturbed at "
+        "initialization? The literal lottery picture says yes; the escape picture says the rest "
+        "of the network matters. (E3)"
+    ),
+}
+"""The question each experiment answers, by experiment name."""
+
+CAPTIONS: dict[str, str] = {
+    "p_global_vs_width.png": (
+        "Share of students that reach a global minimum (black, 95 % interval) against width m, "
+        "the share that ends in a bad local minimum (vermillion) and out of budget (grey), and "
+        "the literal lottery predictions 1 − (1 − p)^K from p at m = r*: K = C(m, r*) "
+        "overlapping subsets (purple, dashed) and K = ⌊m/r*⌋ disjoint ones (blue, dotted). The "
+        "vertical line marks m = r*."
+    ),
+    "final_loss_by_width.png": (
+        "Final loss of every student by width, coloured by the class of its endpoint; the dashed "
+        "line is the tolerance below which a loss counts as a global minimum."
+    ),
+    "subnetwork_contingency.png": (
+        "Per width, the students split into the four cells of the table 'a winning width-r* "
+        "sub-network exists at init' × 'the full network succeeds'; the numbers are counts. The "
+        "lottery picture puts every student on the diagonal (success with a ticket, failure "
+        "without one)."
+    ),
+    "split_eig_min_vs_gamma.png": (
+        "Smallest Hessian eigenvalue of each bad minimum split one unit wider, against the split "
+        "parameter γ, coloured by the class of the splitting matrix B; a negative value is an "
+        "escape dimension. Hollow markers: B's prediction disagrees with the spectrum."
+    ),
+    "escape_loss_curves.png": (
+        "Training loss after a small perturbation of each embedded point, relative to the loss "
+        "of the bad minimum it came from: runs that escaped (vermillion) fall below 1, runs that "
+        "stayed (blue) do not."
+    ),
+    "distinct_bad_minima.png": (
+        "Distinct bad minima per width (after removing the permutation and sign symmetries) and "
+        "the share of seeds each one attracts."
+    ),
+    "hessian_index.png": (
+        "Distribution of the Hessian index (number of negative eigenvalues) of the non-global "
+        "critical points found, by width."
+    ),
+    "ticket_perturbation.png": (
+        "Failure rate of winning tickets (95 % intervals) against the size of the perturbation "
+        "of the rest of the network, and how much the trained network still overlaps its ticket; "
+        "one column per ticket kind and problem."
+    ),
+    "symmetry_counts.png": (
+        "Ratio of saddle subspaces to global-minimum subspaces, the sum over r < r* of G(r, m) "
+        "divided by T(r*, m) "
+        "(Şimşek et al. 2021), against the width m; above 1 saddles dominate, below 1 global "
+        "minima do; the star marks the crossover."
+    ),
+    "landscape_spectra.png": (
+        "Exact Hessian eigenvalues, in ascending order, at a bad local minimum of this run, at "
+        "a saddle of the same width when one was found, and at the bad minimum split one unit "
+        "wider (γ = 1/2); the axis is logarithmic on both sides of a linear band around zero. "
+        "Negative eigenvalues of the split point are its escape dimensions."
+    ),
+    "landscape_escape_slice.png": (
+        "Loss along the most negative Hessian eigenvector of the split point (the escape "
+        "direction): a bad minimum at width r, one unit wider, is a saddle the loss falls away "
+        "from on both sides."
+    ),
+    "landscape_interpolation.png": (
+        "Loss on the straight line from the bad minimum (t = 0) to the best global minimum of "
+        "the same width and teacher (t = 1), extrapolated past both ends (shaded); the barrier "
+        "is the highest loss on [0, 1] above the chord."
+    ),
+}
+"""Captions of the figures the experiments write, by file name."""
+
+
+def caption(filename: str) -> str:
+    """The caption of the figure file ``filename``; lottery figures (one per dataset) share
+    one, naming the dataset."""
+    if filename in CAPTIONS:
+        return CAPTIONS[filename]
+    if filename.startswith("lottery_") and filename.endswith(".png"):
+        dataset = filename[len("lottery_") : -len(".png")]
+        return (
+            f"Iterative magnitude pruning on {dataset}: test accuracy at early stopping (%) of "
+            "the rewound ticket (green), its mask with fresh weights (vermillion) and a random "
+            "mask with the same per-layer counts (blue) against the share of weights remaining; "
+            "below, the early-stopping step."
+        )
+    return filename.rsplit(".", 1)[0].replace("_", " ")
+
+
+def _list(values: Any) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _teacher_student(spec: dict[str, Any]) -> list[str]:
+    """Sentences for the teacher, the students, the loss and the training of a kit spec."""
+    t, s, tr = spec["teacher"], spec["student"], spec["train"]
+    teachers = spec.get("teachers", 1)
+    loss = (
+        "the exact population loss (Gaussian inputs, closed form)"
+        if spec.get("n_samples") is None
+        else f"the mean squared error on {spec['n_samples']} Gaussian samples"
+    )
+    refine = (
+        f", then up to {tr['refine_steps']} damped Newton steps on the exact Hessian"
+        if tr.get("refine_steps")
+        else ""
+    )
+    certify = (
+        f"; {tr['certify_rounds']} certification rounds (gradient ∞-norm ≤ {tr['tol_cert']:g})"
+        if tr.get("certify_rounds")
+        else ""
+    )
+    return [
+        f"Teacher: r* = {t['width']} {t['activation']} units on d = {t['d']} inputs, "
+        f"{t['incoming']} incoming weights (scale {t['scale']:g}), {t['outgoing']} output "
+        f"weights{', with biases' if t['bias'] else ''}; "
+        + (f"{teachers} teachers (seeds from {t['seed']})." if teachers > 1 else "one teacher."),
+        f"Students: widths m = {_list(s['widths'])}, {s['seeds']} seeds each, {s['init']} "
+        f"initialization (scale {s['init_scale']:g}).",
+        f"Training on {loss}: {tr['steps']} {tr['optimizer']} steps at learning rate "
+        f"{tr['lr']:g} in {tr.get('precision', 'float64')}{refine}{certify}.",
+        f"Classification: a loss below {tr['tol_global']:g} is a global minimum; a critical point "
+        f"(gradient norm ≤ {tr['tol_grad']:g}) with no Hessian eigenvalue below −"
+        f"{tr.get('tol_eig', 0):g} × the largest is a minimum, otherwise a saddle.",
+    ]
+
+
+def _classifier(spec: dict[str, Any]) -> list[str]:
+    """Sentences for the data, the network and the training of a classifier spec."""
+    d, net, fit, imp = spec["data"], spec["net"], spec["fit"], spec["imp"]
+    shape = (
+        f"hidden layers {_list(net['hidden'])}"
+        if net["model"] == "mlp"
+        else f"{net['channels']} channels"
+    )
+    controls = _list(imp["controls"]) if imp["controls"] else "none"
+    return [
+        f"Data: {_list(d['datasets'])} ({d['n_train']} training and {d['n_test']} test examples "
+        f"where the dataset is generated).",
+        f"Network: {net['model']} with {shape}, {net['activation']} activations; "
+        f"{spec['seeds']} seeds per dataset.",
+        f"Training: {fit['steps']} {fit['optimizer']} steps at learning rate {fit['lr']:g}, "
+        f"batch {fit['batch_size']}, evaluated every {fit['eval_every']} steps.",
+        f"Pruning: {imp['levels']} rounds of {imp['scope']} magnitude pruning at "
+        f"{imp['rate']:.0%} per round, rewinding to {imp['rewind']}"
+        + (f" (step {imp['rewind_step']})" if imp["rewind"] == "step" else "")
+        + f"; controls: {controls}.",
+    ]
+
+
+def method(name: str, spec: dict[str, Any]) -> list[str]:
+    """The method section of experiment ``name`` as sentences, from the plain spec ``spec``
+    (:func:`escapelab.config.to_dict`)."""
+    if name == "lottery":
+        return _classifier(spec)
+    if name == "ticket-perturbation":
+        p = spec["perturb"]
+        perturbations = (["re-draw"] if p["redraw"] else []) + [
+            *(f"scale by {a:g}" for a in p["scales"]),
+            *(f"add noise of size {s:g}" for s in p["noise"]),
+        ]
+        out = [
+            f"Ticket kinds: {_list(spec['kinds'])}. Perturbations of everything outside the "
+            f"ticket: {_list(perturbations) or 'none'}."
+        ]
+        if "neuron" in spec["kinds"]:
+            out += ["Neuron-level tickets. " + " ".join(_teacher_student(spec["neuron"]))]
+        if "weight" in spec["kinds"]:
+            w = spec["weight"]
+            out += [
+                "Weight-level tickets. "
+                + " ".join(_classifier(w))
+                + f" A ticket fails when its accuracy falls more than {w['margin']:.0%} "
+                f"below the unperturbed run ({w['success_metric']} accuracy)."
+            ]
+        return out
+    out = _teacher_student(spec)
+    if name == "escape":
+        out.append(
+            f"Embedding: every bad minimum (at most {spec['max_minima']} per task) is split one "
+            f"unit wider at γ = {_list(spec['gammas'])} and given a unit with zero output "
+            f"weight; each embedded point is perturbed by ε = {spec['epsilon']:g} along "
+            f"{spec['n_random']} random direction(s) and its most negative eigenvector, then "
+            "trained on."
+        )
+    elif name == "minima-census":
+        out.append(
+            f"Search: {spec['search_starts']} gradient-norm minimisations per non-global "
+            f"endpoint from perturbations of size {spec['search_radius']:g}; minima are the same "
+            f"when their outputs on {spec['n_probes']} probe inputs differ by less than "
+            f"{spec['tol_function']:g}."
+        )
+    elif name == "subnetworks":
+        out.append(
+            f"Sub-networks: every width-r* subset of hidden units (at most "
+            f"{spec['max_subsets']}, sampled beyond) is trained alone from the student's initial "
+            "weights."
+        )
+    return [s for s in out if s]
+
+
+__all__ = ["CAPTIONS", "QUESTIONS", "caption", "method"]
