@@ -5,10 +5,10 @@
 Both stores are read directly and read-only (no migration runs). Experiments are paired by name
 (one run of each experiment per store, e.g. the default specs run before and after a change);
 records are paired by their task key and position. Old field names are mapped to today's
-(:data:`escapelab.runner.store.RENAMED_FIELDS`), and timing fields (``wall_time``) are left out,
-since they measure the machine. For each experiment the report gives the number of records, how
-many are identical, and for the others the fields that differ with the largest absolute
-difference of each numeric field.
+(:data:`escapelab.runner.store.RENAMED_FIELDS`), and timing fields (``wall_time``,
+``seconds_*``) are left out, since they measure the machine. For each experiment the report
+gives the number of records, how many are identical, and for the others the fields that differ
+with the largest absolute difference of each numeric field.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 from escapelab.runner.store import DB_NAME, RENAMED_FIELDS
 
 TIMING_FIELDS = ("wall_time",)
+TIMING_PREFIX = "seconds_"  # per-member phase times
 
 
 def read_store(root: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -37,7 +38,11 @@ def read_store(root: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     for name, key, blob in rows:
         renames = RENAMED_FIELDS.get(name, {})
         for record in json.loads(blob):
-            clean = {renames.get(k, k): v for k, v in record.items() if k not in TIMING_FIELDS}
+            clean = {
+                renames.get(k, k): v
+                for k, v in record.items()
+                if k not in TIMING_FIELDS and not k.startswith(TIMING_PREFIX)
+            }
             out.setdefault(name, []).append((key, clean))
     return out
 
