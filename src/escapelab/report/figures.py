@@ -207,7 +207,8 @@ def plot_escape_curves(runs: list[dict[str, Any]], path: Path, title: str) -> Pa
 
 
 def plot_minima_basins(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Each distinct bad minimum: its loss against its basin share, one colour per width."""
+    """Each distinct bad minimum: its loss against its basin share, one colour per width; the
+    legend says how many seeds of each width ran out of budget (they have no basin to count)."""
     fig, ax = new_figure()
     for row in rows:
         if row["minima_losses"]:
@@ -217,7 +218,12 @@ def plot_minima_basins(rows: list[dict[str, Any]], path: Path, title: str) -> Pa
                 s=30,
                 label=f"m={row['width']}"
                 + (f", teacher {row['teacher']}" if "teacher" in row else "")
-                + f": {row['distinct_bad_minima']} distinct",
+                + f": {row['distinct_bad_minima']} distinct"
+                + (
+                    f", {row['not_converged']} of {row['seeds']} seeds out of budget"
+                    if row.get("not_converged")
+                    else ""
+                ),
             )
     ax.set_xscale("log")
     ax.set_xlabel("loss of the distinct bad minimum")
