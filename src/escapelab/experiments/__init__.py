@@ -7,13 +7,22 @@ from escapelab.experiments.base import Experiment, Task
 from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
 from escapelab.experiments.lottery import Lottery, LotterySpec
+from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.ticket_perturbation import TicketPerturbation, TicketPerturbationSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
-    for e in (WidthSweep(), Subnetworks(), Escape(), Census(), Lottery(), TicketPerturbation())
+    for e in (
+        WidthSweep(),
+        Subnetworks(),
+        Escape(),
+        Census(),
+        Lottery(),
+        TicketPerturbation(),
+        RandomFeatures(),
+    )
 }
 
 
@@ -36,6 +45,8 @@ __all__ = [
     "Experiment",
     "Lottery",
     "LotterySpec",
+    "RandomFeatures",
+    "RandomFeaturesSpec",
     "SubnetworkSpec",
     "Subnetworks",
     "Task",

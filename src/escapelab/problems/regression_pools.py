@@ -68,9 +68,7 @@ class Eigenstructure:
         return float(-slope)
 
 
-def power_law_pool(
-    size: int, d: int, alpha: float, beta: float, noise: float, seed: int
-) -> Pool:
+def power_law_pool(size: int, d: int, alpha: float, beta: float, noise: float, seed: int) -> Pool:
     """The synthetic power-law task (see the module docstring) with ``size`` samples."""
     gen = torch.Generator().manual_seed(seed)
     i = torch.arange(1, d + 1, dtype=torch.float64)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-_BISECTIONS = 200
+_BISECTIONS = 80
 _TINY = 1e-300
 
 
@@ -109,9 +109,7 @@ def rf_risk(
         raise ValueError(f"lam and v2 must be 1-D of equal length, got {lam.shape}, {v2.shape}")
     if (lam <= 0).any() or (v2 < 0).any() or noise < 0:
         raise ValueError("eigenvalues must be > 0, squared coefficients and noise >= 0")
-    n_b, k_b, d_b = np.broadcast_arrays(
-        *(np.asarray(a, dtype=np.float64) for a in (n, k, delta))
-    )
+    n_b, k_b, d_b = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (n, k, delta)))
     shape = n_b.shape
     n_f, k_f, d_f = (a.reshape(-1) for a in (n_b, k_b, d_b))
     if (n_f <= 0).any() or (k_f <= 0).any() or (d_f <= 0).any():
