@@ -5,6 +5,7 @@ from __future__ import annotations
 from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
 from escapelab.experiments.census import Census, CensusSpec
+from escapelab.experiments.double_descent import DoubleDescent, DoubleDescentSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
 from escapelab.experiments.lottery import Lottery, LotterySpec
 from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
@@ -22,6 +23,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Lottery(),
         TicketPerturbation(),
         RandomFeatures(),
+        DoubleDescent(),
     )
 }
 
@@ -40,6 +42,8 @@ __all__ = [
     "EXPERIMENTS",
     "Census",
     "CensusSpec",
+    "DoubleDescent",
+    "DoubleDescentSpec",
     "Escape",
     "EscapeSpec",
     "Experiment",

@@ -30,6 +30,7 @@ with numbers.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -152,10 +153,20 @@ def _risks(spectral: Spectral, deltas: Tensor, pool: Pool, train: Tensor, val: T
 
 
 def simulate(
-    spec: RandomFeaturesSpec, dataset: str, feature_map: str, lo: int, hi: int
+    spec: RandomFeaturesSpec,
+    dataset: str,
+    feature_map: str,
+    lo: int,
+    hi: int,
+    phase_times: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Records of seeds lo..hi-1: every sweep point solved for every ridge, seeds batched."""
+    """Records of seeds lo..hi-1: every sweep point solved for every ridge, seeds batched.
+    ``phase_times``, if given, accumulates seconds spent making features and kernels
+    (``features``) and decomposing and evaluating (``solves``), for the benchmark."""
     from tqdm.auto import tqdm
+
+    times = phase_times if phase_times is not None else {}
+    clock = time.perf_counter()
 
     pool = make_pool(spec, dataset)
     ridges = sorted(spec.ridges)
@@ -170,8 +181,10 @@ def simulate(
     act = torch.stack(acts)  # (S, N, k_max), unscaled features g(x.w)
     val = torch.stack([p[n_max : n_max + spec.val_size] for p in perms])
     gram = feature_kernel(pool.x, pool.x, feature_map)
+    times["features"] = times.get("features", 0.0) + time.perf_counter() - clock
     records = []
     for sweep, k, n in tqdm(sweep_points(spec), desc=f"RF {dataset}", leave=False):
+        clock = time.perf_counter()
         train = torch.stack([p[:n] for p in perms])
         y = pool.y[train]
         if k is None:
@@ -184,6 +197,7 @@ def simulate(
             spectral = Spectral.from_features(z_train, y, z)
         deltas = torch.tensor(ridges, dtype=torch.float64) * n
         risks = _risks(spectral, deltas, pool, train, val)
+        times["solves"] = times.get("solves", 0.0) + time.perf_counter() - clock
         for s in range(hi - lo):
             records.append(
                 {

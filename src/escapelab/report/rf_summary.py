@@ -47,7 +47,9 @@ def rf_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         train = np.array([r["train"] for r in mine])
         best = int(test.mean(0).argmin())
         tuned = [r["test"][int(np.argmin(r["val"]))] for r in mine]
-        row: dict[str, Any] = dict(zip(("dataset", "feature_map", "sweep", "k", "n"), key, strict=False))
+        row: dict[str, Any] = dict(
+            zip(("dataset", "feature_map", "sweep", "k", "n"), key, strict=False)
+        )
         row["seeds"] = len(mine)
         row["ridge_opt"] = mine[0]["ridges"][best]
         row["test_opt"], row["test_opt_se"] = seed_mean(test[:, best].tolist())

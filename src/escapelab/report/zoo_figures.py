@@ -112,4 +112,32 @@ def plot_random_features(
     return finish(fig, axes, path, title=title, legend_kw={"fontsize": 7})
 
 
-__all__ = ["plot_random_features"]
+def plot_double_descent(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Test error (left) and train error on the (possibly noisy) training labels (right)
+    against width, log x axis, one line per label-noise level with the seeds' standard error."""
+    fig, (test_ax, train_ax) = new_figure(1, 2, figsize=(11, 4.2))
+    for i, noise in enumerate(sorted({r["label_noise"] for r in rows})):
+        mine = sorted((r for r in rows if r["label_noise"] == noise), key=lambda r: r["width"])
+        color = (OPT_COLOR, TINY_COLOR, KERNEL_COLOR)[i % 3]
+        label = f"{100 * noise:g} % label noise"
+        w = [r["width"] for r in mine]
+        test_ax.errorbar(
+            w,
+            [100 * r["test_err"] for r in mine],
+            yerr=[100 * r["test_err_se"] for r in mine],
+            fmt="o-",
+            ms=3,
+            capsize=2,
+            color=color,
+            label=label,
+        )
+        train_ax.plot(w, [100 * r["train_err"] for r in mine], "o-", ms=3, color=color, label=label)
+    for ax, what in ((test_ax, "test error (%)"), (train_ax, "train error on its labels (%)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("width n")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3, which="both")
+    return finish(fig, (test_ax, train_ax), path, title=title)
+
+
+__all__ = ["plot_double_descent", "plot_random_features"]
