@@ -5,7 +5,7 @@ spec, so the speed-up of training the widths together is measured on identical w
 random-features: the default sweep end to end (theory included), then its simulation alone
 with the share of time spent making features and kernels and in the spectral solves.
 
-    PYTHONPATH=src python bench/bench_zoo.py [--quick] [--steps N]
+    PYTHONPATH=src python bench/bench_zoo.py [--quick] [--steps N] [--threads T]
 
 Writes bench/results/zoo[-quick].json.
 """
@@ -37,7 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer steps and points")
     parser.add_argument("--steps", type=int, default=None, help="double-descent SGD steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     steps = args.steps or (200 if args.quick else 4000)
     results: dict = {
         "machine": platform.processor() or platform.machine(),

@@ -99,13 +99,17 @@ def test_feature_kernel_is_the_mean_of_random_features(name):
 
 def test_relu_kernel_diagonal_is_half_the_squared_norm():
     x = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=torch.float64)
-    assert torch.allclose(feature_kernel(x, x, "relu").diagonal(), torch.tensor([12.5, 0.5]).double())
+    assert torch.allclose(
+        feature_kernel(x, x, "relu").diagonal(), torch.tensor([12.5, 0.5]).double()
+    )
 
 
 def test_spectral_solver_matches_direct_ridge_solves_for_features_and_kernels():
     gen = torch.Generator().manual_seed(1)
-    z, y, ze = (torch.randn(2, *s, generator=gen, dtype=torch.float64) for s in
-                ((30, 50), (30, 3), (40, 50)))
+    z, y, ze = (
+        torch.randn(2, *s, generator=gen, dtype=torch.float64)
+        for s in ((30, 50), (30, 3), (40, 50))
+    )
     deltas = torch.tensor([1e-3, 0.5, 20.0], dtype=torch.float64)
     feat = Spectral.from_features(z, y, ze)
     kern = Spectral.from_kernel(z @ z.mT, y, ze @ z.mT)

@@ -18,6 +18,7 @@ without label noise start from the same weights and batch order (same seed and w
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def double_descent_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows += curve
         peak = max(curve, key=lambda r: r["test_err"])
         fitted = [r["width"] for r in curve if r["train_err"] < 0.01]
-        rises = [b["test_err"] - a["test_err"] for a, b in zip(curve, curve[1:], strict=False)]
+        rises = [b["test_err"] - a["test_err"] for a, b in itertools.pairwise(curve)]
         rows.append(
             {
                 "kind": "peak",

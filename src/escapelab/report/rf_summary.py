@@ -115,8 +115,8 @@ def rf_claims(records: list[dict[str, Any]], points: list[dict[str, Any]]) -> li
                     "measured": statistics.median(errs),
                     "theory": 0.0,
                     "holds": statistics.median(errs) < 0.1,
-                    "detail": f"|rel. error| at the optimal ridge: median {statistics.median(errs):.3f}, "
-                    f"max {max(errs):.3f}; at the tiny ridge: median "
+                    "detail": "|rel. error| at the optimal ridge: median "
+                    f"{statistics.median(errs):.3f}, max {max(errs):.3f}; at the tiny ridge: median "
                     f"{statistics.median(tiny):.3f}, max {max(tiny):.3f} ({len(errs)} points)",
                 }
             )
@@ -141,8 +141,8 @@ def rf_claims(records: list[dict[str, Any]], points: list[dict[str, Any]]) -> li
                     "measured": rise,
                     "theory": th,
                     "holds": bad == 0,
-                    "detail": f"{axis} {first[axis]} -> {last[axis]}: risk {first['test_opt']:.4g} -> "
-                    f"{last['test_opt']:.4g}; largest rise between neighbours {rise:+.3f} "
+                    "detail": f"{axis} {first[axis]} -> {last[axis]}: risk "
+                    f"{first['test_opt']:.4g} -> {last['test_opt']:.4g}; largest rise between neighbours {rise:+.3f} "
                     f"(theory {th:+.2e}); rises beyond 2 s.e.: {bad}",
                 }
             )
@@ -182,7 +182,8 @@ def rf_claims(records: list[dict[str, Any]], points: list[dict[str, Any]]) -> li
                         "theory": p.get("theory_train_test_ratio", math.nan),
                         "holds": p["train_test_ratio"] < 0.5,
                         "detail": f"train/test risk {p['train_test_ratio']:.3f} at ridge "
-                        f"{p['ridge_opt']:.2g} (theory {p.get('theory_train_test_ratio', math.nan):.3f})",
+                        f"{p['ridge_opt']:.2g} (theory "
+                        f"{p.get('theory_train_test_ratio', math.nan):.3f})",
                     }
                 )
         spectra = [
