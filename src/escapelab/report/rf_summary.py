@@ -116,8 +116,8 @@ def rf_claims(records: list[dict[str, Any]], points: list[dict[str, Any]]) -> li
                     "theory": 0.0,
                     "holds": statistics.median(errs) < 0.1,
                     "detail": "|rel. error| at the optimal ridge: median "
-                    f"{statistics.median(errs):.3f}, max {max(errs):.3f}; at the tiny ridge: median "
-                    f"{statistics.median(tiny):.3f}, max {max(tiny):.3f} ({len(errs)} points)",
+                    f"{statistics.median(errs):.3f}, max {max(errs):.3f}; "
+                    f"at the tiny ridge: median {statistics.median(tiny):.3f}, max {max(tiny):.3f} ({len(errs)} points)",
                 }
             )
         for sweep, axis in (("k", "k"), ("n", "n")):
@@ -142,7 +142,8 @@ def rf_claims(records: list[dict[str, Any]], points: list[dict[str, Any]]) -> li
                     "theory": th,
                     "holds": bad == 0,
                     "detail": f"{axis} {first[axis]} -> {last[axis]}: risk "
-                    f"{first['test_opt']:.4g} -> {last['test_opt']:.4g}; largest rise between neighbours {rise:+.3f} "
+                    f"{first['test_opt']:.4g} -> {last['test_opt']:.4g}; "
+                    f"largest rise between neighbours {rise:+.3f} "
                     f"(theory {th:+.2e}); rises beyond 2 s.e.: {bad}",
                 }
             )
