@@ -117,7 +117,8 @@ def rf_claims(records: list[dict[str, Any]], points: list[dict[str, Any]]) -> li
                     "holds": statistics.median(errs) < 0.1,
                     "detail": "|rel. error| at the optimal ridge: median "
                     f"{statistics.median(errs):.3f}, max {max(errs):.3f}; "
-                    f"at the tiny ridge: median {statistics.median(tiny):.3f}, max {max(tiny):.3f} ({len(errs)} points)",
+                    f"at the tiny ridge: median {statistics.median(tiny):.3f}, "
+                    f"max {max(tiny):.3f} ({len(errs)} points)",
                 }
             )
         for sweep, axis in (("k", "k"), ("n", "n")):
