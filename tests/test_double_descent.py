@@ -12,6 +12,7 @@ from escapelab.data.label_noise import resample_labels
 from escapelab.experiments.double_descent import (
     NOTEBOOK_WIDTHS,
     DoubleDescentSpec,
+    double_descent_rows,
     pack_widths,
 )
 from escapelab.nets.classifiers import build_model
@@ -141,3 +142,31 @@ def test_spec_errors_name_the_field(assignment, field, allowed):
     with pytest.raises(SpecError) as err:
         build(DoubleDescentSpec, assignment)
     assert err.value.field == field and allowed in str(err.value)
+
+
+def test_peak_is_found_after_the_dip_below_the_interpolation_width():
+    def rec(w, test, train):
+        return {
+            "label_noise": 0.15,
+            "model": "mlp",
+            "width": w,
+            "params": w,
+            "member": 0,
+            "test_err": test,
+            "train_err": train,
+            "diverged": False,
+        }
+
+    curve = [
+        rec(2, 0.7, 0.7),
+        rec(8, 0.45, 0.4),
+        rec(16, 0.5, 0.2),
+        rec(32, 0.55, 0.005),
+        rec(64, 0.48, 0.0),
+    ]
+    rows = double_descent_rows(curve)
+    peak = rows[-1]
+    assert peak["interpolation_width"] == 32
+    assert (peak["dip_width"], peak["peak_width"]) == (8, 32)
+    assert peak["peak_over_dip"] == pytest.approx(0.10)
+    assert peak["widest_test_err"] == 0.48

@@ -18,7 +18,6 @@ without label noise start from the same weights and batch order (same seed and w
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -171,9 +170,14 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 def double_descent_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per noise level and width: test and train error (mean, standard error over seeds);
-    then per noise level the peak (width, height), the error at the widest network, the
-    smallest width that fits its training labels (train error < 1 %) and the largest rise of
-    the test error between neighbouring widths."""
+    then per noise level the second descent's numbers.
+
+    ``interpolation_width``: the smallest width whose train error (on its own, possibly noisy,
+    labels) is below 1 %. ``dip``: the lowest test error at widths below it (all widths when
+    none interpolates); ``peak``: the highest test error at wider widths than the dip, the
+    double-descent peak when there is one; ``peak_over_dip`` their difference (near 0, or the
+    seeds' scatter, for a monotone curve); and the test error of the widest network.
+    """
     rows = []
     for noise in sorted({r["label_noise"] for r in records}):
         mine = [r for r in records if r["label_noise"] == noise]
@@ -195,20 +199,24 @@ def double_descent_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
             curve.append(row)
         rows += curve
-        peak = max(curve, key=lambda r: r["test_err"])
         fitted = [r["width"] for r in curve if r["train_err"] < 0.01]
-        rises = [b["test_err"] - a["test_err"] for a, b in itertools.pairwise(curve)]
+        below = [r for r in curve if not fitted or r["width"] < fitted[0]] or curve
+        dip = min(below, key=lambda r: r["test_err"])
+        after = [r for r in curve if r["width"] > dip["width"]]
+        peak = max(after, key=lambda r: r["test_err"]) if after else dip
         rows.append(
             {
                 "kind": "peak",
                 "model": curve[0]["model"],
                 "label_noise": noise,
+                "interpolation_width": fitted[0] if fitted else None,
+                "dip_width": dip["width"],
+                "dip_test_err": dip["test_err"],
                 "peak_width": peak["width"],
                 "peak_test_err": peak["test_err"],
+                "peak_over_dip": peak["test_err"] - dip["test_err"],
                 "widest": curve[-1]["width"],
                 "widest_test_err": curve[-1]["test_err"],
-                "interpolation_width": fitted[0] if fitted else None,
-                "largest_rise": max(rises) if rises else 0.0,
             }
         )
     return rows
