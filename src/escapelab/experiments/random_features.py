@@ -216,9 +216,12 @@ def simulate(
 
 
 def _curve(spec: RandomFeaturesSpec, sweep: str) -> list[float]:
-    """The fine grid of a theory curve: k or n log-spaced over the sweep's range and beyond."""
+    """The fine grid of a theory curve: k log-spaced over the sweep's range and on to twice its
+    largest value (towards the kernel limit), n over the sweep's range (beyond it a finite pool
+    starts to be memorized whole)."""
     values = spec.ks if sweep == "k" else spec.ns
-    return [float(v) for v in np.geomspace(min(values), 2 * max(values), spec.theory_points)]
+    top = 2 * max(values) if sweep == "k" else max(values)
+    return [float(v) for v in np.geomspace(min(values), top, spec.theory_points)]
 
 
 def theory(spec: RandomFeaturesSpec, dataset: str, feature_map: str) -> list[dict[str, Any]]:
