@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from benchlib import git_info, machine_info
 
 from escapelab.config import build
 from escapelab.experiments.random_features import RandomFeaturesSpec, simulate
@@ -41,11 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = args.steps or (200 if args.quick else 4000)
-    results: dict = {
-        "machine": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "double_descent_steps": steps,
-    }
+    results: dict = {**machine_info(), **git_info(), "double_descent_steps": steps}
     dd = {"fit": {"steps": steps, "eval_every": steps}, "label_noise": [0.15]}
     for packing in ("buckets", "one", "separate"):
         results[f"double_descent_{packing}_s"] = _timed(
