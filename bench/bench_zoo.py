@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from benchlib import git_info, machine_info
-
 from escapelab.config import build
 from escapelab.experiments.random_features import RandomFeaturesSpec, simulate
 from escapelab.runner.sweep import run
