@@ -5,8 +5,10 @@ from __future__ import annotations
 from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
 from escapelab.experiments.census import Census, CensusSpec
+from escapelab.experiments.double_descent import DoubleDescent, DoubleDescentSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
 from escapelab.experiments.lottery import Lottery, LotterySpec
+from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
 from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.ticket_perturbation import TicketPerturbation, TicketPerturbationSpec
@@ -22,6 +24,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         Lottery(),
         TicketPerturbation(),
         ReluSpurious(),
+        RandomFeatures(),
+        DoubleDescent(),
     )
 }
 
@@ -40,11 +44,15 @@ __all__ = [
     "EXPERIMENTS",
     "Census",
     "CensusSpec",
+    "DoubleDescent",
+    "DoubleDescentSpec",
     "Escape",
     "EscapeSpec",
     "Experiment",
     "Lottery",
     "LotterySpec",
+    "RandomFeatures",
+    "RandomFeaturesSpec",
     "ReluSpurious",
     "ReluSpuriousSpec",
     "SubnetworkSpec",
