@@ -19,6 +19,7 @@ from escapelab.cli import main
 from escapelab.config import build, spec_hash, to_dict
 from escapelab.experiments import get_experiment
 from escapelab.runner.store import (
+    CERTIFY_PIN,
     DB_NAME,
     PINNED_FIELDS,
     SCHEMA_VERSION,
@@ -61,7 +62,15 @@ def old_hash(name: str, spec_data: dict) -> str:
 
 # train fields that 0.2 added (TrainSpec now embeds the trainer's TrainConfig); 0.1 did not
 # write them
-ADDED_TRAIN_FIELDS = ("betas", "eps", "record_every", "certify_rounds", "tol_cert", "tol_zero")
+ADDED_TRAIN_FIELDS = (
+    "betas",
+    "eps",
+    "record_every",
+    "certify_rounds",
+    "tol_cert",
+    "tol_zero",
+    "handoff_grad",
+)
 
 
 def as_written_by_0_1(data: dict) -> dict:
@@ -134,6 +143,17 @@ def test_the_old_hashing_is_what_old_stores_hold() -> None:
     assert old_hash("width-sweep", widths) == OLD_WIDTHS_76
 
 
+def pins(name: str) -> dict:
+    """The spec data the migrations pin for a run of ``name`` from before 0.2."""
+    data: dict = dict(PINNED_FIELDS.get(name, {}))
+    if name in CERTIFY_PIN:
+        section = data
+        for key in CERTIFY_PIN[name]:
+            section = section.setdefault(key, {})
+        section["certify_rounds"] = 0
+    return data
+
+
 def test_opening_an_old_store_renames_runs_and_keeps_old_names(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     rows = old_store(root)
@@ -144,15 +164,16 @@ def test_opening_an_old_store_renames_runs_and_keeps_old_names(tmp_path: Path) -
     assert rows["twin"][0] in messages and "same science" in messages
     assert "0123456789abcdef" in messages and "no longer builds" in messages
 
-    # 0.1 ran one teacher: the migration pins teachers = 1 (PINNED_FIELDS), part of the name
+    # 0.1 ran one teacher: the migration pins teachers = 1 (PINNED_FIELDS), part of the name;
+    # and it did not certify: train.certify_rounds = 0 (CERTIFY_PIN)
     new = {
-        name: spec_hash(name, build(get_experiment(name).spec_type, PINNED_FIELDS.get(name, {})))
+        name: spec_hash(name, build(get_experiment(name).spec_type, pins(name)))
         for name in OLD_DEFAULT_HASHES
     }
     new_sweep = new["width-sweep"]
-    assert new_sweep == "36579092d194b872"
+    assert new_sweep == "0e21647b4589ed92"
     expected = {new[name] for name in OLD_DEFAULT_HASHES} | {
-        "7b04050d3c3366fb",  # widths 6,7, in either order, one teacher
+        "06789bf27cd011a2",  # widths 6,7, in either order, one teacher
         rows["twin"][0],  # same science as the default width-sweep, which is older: kept
         "0123456789abcdef",  # no longer builds: untouched
     }
@@ -162,7 +183,7 @@ def test_opening_an_old_store_renames_runs_and_keeps_old_names(tmp_path: Path) -
         {"task": "m=0004/seeds=00000-00047", "width": 4, "member": 0, "kind": "global", "loss": 0.0}
     ]
     assert store.find("796eb455").hash == new_sweep
-    assert store.find(OLD_WIDTHS_76).hash == "7b04050d3c3366fb"
+    assert store.find(OLD_WIDTHS_76).hash == "06789bf27cd011a2"
     assert store.find(rows["twin"][0]).hash == rows["twin"][0]
     assert len(store.records(rows["twin"][0])) == 1
     assert store.aliases()[OLD_DEFAULT_HASHES["lottery"]] == new["lottery"]
@@ -216,7 +237,7 @@ def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path: Path, monkeypat
     assert {r.status for r in report} == {"renamed", "kept", "unbuildable"}
     assert (
         HashMigration(
-            OLD_DEFAULT_HASHES["width-sweep"], "36579092d194b872", "width-sweep", "renamed"
+            OLD_DEFAULT_HASHES["width-sweep"], "0e21647b4589ed92", "width-sweep", "renamed"
         )
         in report
     )
@@ -265,3 +286,34 @@ def test_old_records_get_unambiguous_field_names(tmp_path: Path) -> None:
     assert perturbation[0]["ticket_kind"] == "weight" and "level" not in perturbation[0]
     sweep = store.records(store.find(OLD_DEFAULT_HASHES["width-sweep"]).hash)
     assert sweep[0]["level"] == "kept as it was"
+
+
+def test_runs_from_before_certification_by_default_keep_their_meaning(tmp_path: Path) -> None:
+    """A schema-4 store holds a default width-sweep (then: no certification) under the default
+    name; certification is the default now, so the run is renamed to say it did not certify,
+    and the default spec no longer finds it (it would, wrongly, return uncertified records)."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    default = spec_hash("width-sweep", build(get_experiment("width-sweep").spec_type, {}))
+    data = to_dict(build(get_experiment("width-sweep").spec_type, {}))
+    data["train"]["certify_rounds"] = 0
+    with sqlite3.connect(root / DB_NAME) as conn:
+        conn.executescript(OLD_SCHEMA)
+        conn.execute(
+            "INSERT INTO experiments VALUES (?, 'width-sweep', ?, '0.2.0', 1.0)",
+            (default, json.dumps(data, sort_keys=True)),
+        )
+        conn.execute(
+            "INSERT INTO tasks VALUES (?, 'm=0004/seeds=00000-00047', 'done', '[]', 1, 2, '0.2.0')",
+            (default,),
+        )
+        conn.execute("PRAGMA user_version = 4")
+    store = Store(root)
+    (row,) = store.experiments()
+    uncertified = spec_hash(
+        "width-sweep",
+        build(get_experiment("width-sweep").spec_type, {"train": {"certify_rounds": 0}}),
+    )
+    assert row.hash == uncertified != default
+    assert store.find(default).hash == uncertified  # the old name still resolves
+    assert store.done_keys(default) == set()  # the default spec now runs afresh

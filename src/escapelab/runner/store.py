@@ -37,8 +37,9 @@ DB_NAME = "escapelab.sqlite"
 # 0: hashes of the full spec; 1: science hashes (execution options and defaults left out), aliases;
 # 2: unambiguous record fields (RENAMED_FIELDS); 3: stored specs pin the value of fields added
 # with a default that changes their meaning (PINNED_FIELDS); 4: the claims table (concurrent
-# runs on one store share the tasks)
-SCHEMA_VERSION = 4
+# runs on one store share the tasks); 5: teacher-student runs from before certification by
+# default get ``train.certify_rounds = 0`` (CERTIFY_PIN) and are renamed by their science
+SCHEMA_VERSION = 5
 
 # Record fields renamed in schema 2, by experiment: ``level`` meant the pruning round in IMP
 # records and the ticket kind (neuron or weight) in ticket-perturbation records.
@@ -46,6 +47,15 @@ SCHEMA_VERSION = 4
 # that is: every teacher-student experiment ran one teacher before ``teachers`` existed.
 PINNED_FIELDS: dict[str, dict[str, Any]] = {
     name: {"teachers": 1} for name in ("width-sweep", "subnetworks", "escape", "minima-census")
+}
+
+# Schema 5 made certification the default of every teacher-student experiment (TrainSpec's
+# certify_rounds 0 -> 6): runs stored before ran without it, whether their spec says 0 or
+# predates the field.
+# The path of each teacher-student experiment's ``train`` section in its spec:
+CERTIFY_PIN: dict[str, tuple[str, ...]] = {
+    **{name: ("train",) for name in ("width-sweep", "subnetworks", "escape", "minima-census")},
+    "ticket-perturbation": ("neuron", "train"),
 }
 
 RENAMED_FIELDS: dict[str, dict[str, str]] = {
@@ -247,6 +257,8 @@ class Store:
                 conn.execute(statement)
             if version < 3:
                 _pin_added_fields(conn)
+            if version < 5:
+                _pin_certification(conn)
                 report = self._to_science_hashes(conn, moved)
             if version < 2:
                 _rename_record_fields(conn)
@@ -266,8 +278,8 @@ class Store:
     def _to_science_hashes(
         self, conn: sqlite3.Connection, moved: list[tuple[Path, Path]]
     ) -> list[HashMigration]:
-        """Schemas 0 -> 1 and 2 -> 3: rename every experiment (tasks, directory) to the science
-        hash of its stored spec.
+        """Schemas 0 -> 1, 2 -> 3 and 4 -> 5: rename every experiment (tasks, directory) to the
+        science hash of its stored spec.
 
         Oldest first: when two experiments share their science (they differed only in execution
         options, width order or fields equal to their defaults), the oldest takes the new hash.
@@ -503,6 +515,26 @@ def _pin_added_fields(conn: sqlite3.Connection) -> None:
                     "UPDATE experiments SET spec = ? WHERE hash = ?",
                     (json.dumps({**spec, **missing}, sort_keys=True), spec_hash),
                 )
+
+
+def _pin_certification(conn: sqlite3.Connection) -> None:
+    """Schema 4 -> 5: every stored teacher-student spec gets ``certify_rounds = 0`` in its
+    ``train`` section (at the path :data:`CERTIFY_PIN` gives) where it has none, so that the
+    science hash of a run from before certification by default says it did not certify."""
+    for name, path in CERTIFY_PIN.items():
+        rows = conn.execute("SELECT hash, spec FROM experiments WHERE name = ?", (name,))
+        for spec_hash, blob in rows.fetchall():
+            spec = json.loads(blob)
+            section = spec
+            for key in path:
+                section = section.setdefault(key, {})
+            if "certify_rounds" in section:
+                continue
+            section["certify_rounds"] = 0
+            conn.execute(
+                "UPDATE experiments SET spec = ? WHERE hash = ?",
+                (json.dumps(spec, sort_keys=True), spec_hash),
+            )
 
 
 def _rename_record_fields(conn: sqlite3.Connection) -> None:
