@@ -77,3 +77,41 @@ def test_summary_counts_spurious_minima_with_wilson_intervals() -> None:
 def test_bad_settings_name_their_field(field: str, value: object) -> None:
     with pytest.raises(SpecError, match=field):
         build(ReluSpuriousSpec, {field: value})
+
+
+def test_run_page_sentences_name_budget_and_divergence_apart() -> None:
+    from escapelab.config import to_dict
+    from escapelab.report.findings import findings
+    from escapelab.report.story import method
+
+    rows = [
+        {
+            "k": 9,
+            "n": 9,
+            "inits": 200,
+            "local_min": 41,
+            "p_spurious": 0.205,
+            "spurious_ci_low": 0.15,
+            "spurious_ci_high": 0.27,
+            "not_converged": 3,
+            "diverged": 0,
+        },
+        {
+            "k": 6,
+            "n": 8,
+            "inits": 200,
+            "local_min": 0,
+            "p_spurious": 0.0,
+            "spurious_ci_low": 0.0,
+            "spurious_ci_high": 0.02,
+            "not_converged": 0,
+            "diverged": 74,
+        },
+    ]
+    said = findings("relu-spurious", rows, {})
+    assert said == [
+        "n = k: spurious minima in k = 9: 41 of 200 (0.20 [0.15, 0.27]), 3 out of budget.",
+        "n = k + 2: spurious minima in k = 6: 0 of 200 (0.00 [0.00, 0.02]), 74 diverged.",
+    ]
+    text = " ".join(method("relu-spurious", to_dict(SPEC)))
+    assert "step 5/k" in text and "n = k + 0, 1" in text and "1e-09" in text

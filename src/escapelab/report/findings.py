@@ -234,7 +234,39 @@ def ticket_perturbation(rows: Rows, spec: dict[str, Any]) -> list[str]:
     return out or ["No ticket has been tested yet."]
 
 
+def relu_spurious(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per overparameterization n - k: the share of initializations ending at a spurious
+    minimum at each k, with what ran out of budget or diverged said apart."""
+    out = []
+    for extra in sorted({r["n"] - r["k"] for r in rows}):
+        mine = sorted((r for r in rows if r["n"] - r["k"] == extra), key=lambda r: r["k"])
+        parts = [
+            f"k = {r['k']}: {r['local_min']} of {r['inits']} "
+            f"({share(r['p_spurious'], r['spurious_ci_low'], r['spurious_ci_high'])})"
+            + (f", {r['not_converged']} out of budget" if r["not_converged"] else "")
+            + (f", {r['diverged']} diverged" if r["diverged"] else "")
+            for r in mine
+        ]
+        label = "n = k" if extra == 0 else f"n = k + {extra}"
+        out.append(f"{label}: spurious minima in " + "; ".join(parts) + ".")
+    return out
+
+
+def claims(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Rows that state a claim (``claim``, ``holds``): whether each held, as measured."""
+    stated = [r for r in rows if "claim" in r and "holds" in r]
+    if not stated:
+        return [f"{len(rows)} summary rows."]
+    return [
+        f"{r['claim']}"
+        + (f" ({r['dataset']})" if "dataset" in r else "")
+        + (": holds." if r["holds"] else ": does not hold.")
+        for r in stated
+    ]
+
+
 FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
+    "relu-spurious": relu_spurious,
     "width-sweep": width_sweep,
     "subnetworks": subnetworks,
     "escape": escape,
@@ -248,7 +280,7 @@ FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
 def findings(name: str, rows: Rows, spec: dict[str, Any]) -> list[str]:
     """The findings of experiment ``name`` from its summary ``rows`` and plain ``spec``."""
     if name not in FINDINGS:
-        return [f"{len(rows)} summary rows (no findings are written for {name})."]
+        return claims(rows, spec)
     return FINDINGS[name](rows, spec)
 
 

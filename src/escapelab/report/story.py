@@ -186,9 +186,43 @@ def _classifier(spec: dict[str, Any]) -> list[str]:
     ]
 
 
+def _relu_spurious(spec: dict[str, Any]) -> list[str]:
+    """Sentences for the Safran-Shamir setting of ``relu-spurious``."""
+    return [
+        f"Teacher: k orthonormal ReLU units in d = k inputs (k = {_list(spec['ks'])}), output "
+        "weights one; exact population loss (arc-cosine kernel).",
+        f"Students: n = k + {_list(spec['extra'])} units, output weights held at one, Xavier "
+        f"initialization, {spec['inits']} initializations per (k, n).",
+        f"Training: gradient descent with step {spec['step_scale']:g}/k for at most "
+        f"{spec['steps']} steps, until the gradient norm is {spec['handoff_grad']:g}; then up "
+        f"to {spec['refine_steps']} damped Newton steps and {spec['certify_rounds']} "
+        f"certification rounds (gradient ∞-norm ≤ {spec['tol_cert']:g}).",
+        f"Classification: a loss below {spec['tol_global']:g} is a global minimum; a certified "
+        f"critical point above it with no Hessian eigenvalue below −{spec['tol_eig']:g} × the "
+        "largest is a spurious local minimum.",
+    ]
+
+
+def _settings(spec: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key = value`` for every field of a plain spec, nested sections dotted."""
+    out = []
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            out += _settings(value, f"{prefix}{key}.")
+        else:
+            shown = _list(value) if isinstance(value, list) else value
+            out.append(f"{prefix}{key} = {shown}")
+    return out
+
+
 def method(name: str, spec: dict[str, Any]) -> list[str]:
     """The method section of experiment ``name`` as sentences, from the plain spec ``spec``
-    (:func:`escapelab.config.to_dict`)."""
+    (:func:`escapelab.config.to_dict`); experiments without their own sentences get their
+    settings listed."""
+    if name == "relu-spurious":
+        return _relu_spurious(spec)
+    if name not in ("lottery", "ticket-perturbation") and "teacher" not in spec:
+        return ["Settings: " + "; ".join(_settings(spec)) + "."]
     if name == "lottery":
         return _classifier(spec)
     if name == "ticket-perturbation":
