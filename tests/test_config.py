@@ -40,6 +40,7 @@ PINNED_DEFAULT_HASHES = {
     "ticket-perturbation": "135828ef34fbb312",
     "random-features": "e2b60eb1980c60df",
     "double-descent": "9dec1c3e234e2435",
+    "relu-spurious": "087437ab5f038860",
 }
 
 
