@@ -37,6 +37,7 @@ from escapelab.config import (
 )
 from escapelab.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, one_line, user_message
 from escapelab.experiments import EXPERIMENTS, get_experiment
+from escapelab.presets import available, load_preset, preset_spec
 from escapelab.report.tables import markdown_table
 from escapelab.runner.budget import format_size, parse_size
 from escapelab.runner.repair import check_store, recover_store
@@ -171,6 +172,12 @@ def main(debug: bool) -> None:
 @main.command("run")
 @click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)), metavar="EXPERIMENT")
 @click.option(
+    "--preset",
+    metavar="NAME",
+    help="Start from a shipped preset of EXPERIMENT (escapelab presets lists them); "
+    "--config and --set override it.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -207,6 +214,7 @@ def main(debug: bool) -> None:
 @store_option
 def run_cmd(
     experiment: str,
+    preset: str | None,
     config_file: Path | None,
     assignments: tuple[str, ...],
     workers: int,
@@ -219,8 +227,10 @@ def run_cmd(
 ) -> None:
     """Run EXPERIMENT (resuming what the store already holds) and write its report.
 
-    Several processes may run the same spec on one store: they share the tasks."""
-    data = load_config_file(config_file) if config_file else {}
+    Several processes may run the same spec on one store: they share the tasks. The spec is
+    the preset, overridden by the config file, overridden by --set."""
+    data = preset_spec(preset, experiment) if preset else {}
+    data = merge(data, load_config_file(config_file) if config_file else {})
     data = merge(data, parse_assignments(assignments))
     limit = parse_size(max_memory) if max_memory else None
     checked = plan(experiment, data, workers, device, limit)  # before touching the store
@@ -247,8 +257,23 @@ def run_cmd(
 @max_memory_option
 @store_option
 def demo(workers: int, device: str, out: Path, max_memory: str | None, store: Path) -> None:
-    """The headline width sweep over 8 teachers (about 5 min on 2 cores); report in --out."""
-    _run_and_report("width-sweep", {}, store, workers, device, out, True, max_memory)
+    """The headline width sweep over 8 teachers (about 5 min on 2 cores); report in --out.
+
+    The same as `escapelab run width-sweep --preset demo`."""
+    demo_preset = load_preset("demo")
+    _run_and_report(
+        demo_preset.experiment, demo_preset.spec, store, workers, device, out, True, max_memory
+    )
+
+
+@main.command()
+def presets() -> None:
+    """List the shipped presets: name, experiment, purpose (run: escapelab run EXP --preset N)."""
+    rows = []
+    for name in available():
+        preset = load_preset(name)
+        rows.append({"preset": name, "experiment": preset.experiment, "purpose": preset.purpose})
+    click.echo(markdown_table(rows))
 
 
 @main.command("list")
