@@ -255,13 +255,20 @@ def test_another_task_tiling_reuses_the_stored_seeds(tmp_path: Path) -> None:
         f"m={m:04d}/seeds={lo:05d}-{lo + 1:05d}" for m in (2, 3) for lo in (0, 2)
     }
     assert _science(refill.records) == _science(first.records)
-    # and the same science run in one block per width, from scratch, gives the same records
+    # and the same science run in one block per width, from scratch, gives the same endpoints:
+    # the same classes and counts, numbers equal to rounding (certification refines members in
+    # batches whose size depends on the tiling, and batched float arithmetic is exact only per
+    # batch shape)
     whole = escapelab.run("width-sweep", TINY_2, store=tmp_path / "b", progress=False)
     assert whole.tasks_run == 2
-    strip = [{k: v for k, v in r.items() if k != "task"} for r in whole.records]
-    assert _science(strip) == _science(
-        [{k: v for k, v in r.items() if k != "task"} for r in first.records]
-    )
+    by_member = {(r["width"], r["member"]): r for r in first.records}
+    assert len(whole.records) == len(by_member)
+    for r in whole.records:
+        other = by_member[(r["width"], r["member"])]
+        for key in ("kind", "status", "certified", "rounds", "n_negative"):
+            assert r[key] == other[key], key
+        assert r["theta"] == pytest.approx(other["theta"], rel=1e-6, abs=1e-9)
+        assert r["loss"] == pytest.approx(other["loss"], rel=1e-6, abs=1e-13)
 
 
 def test_width_sweep_summary_separates_bad_minima_from_budget() -> None:
