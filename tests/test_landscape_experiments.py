@@ -23,7 +23,9 @@ from escapelab.optim.refine import find_critical_points
 from escapelab.problems.teacher import student_objective
 from escapelab.seeding import derive_seed
 
-TEACHER, TRAIN = TeacherSpec(), TrainSpec(steps=2500, refine_steps=80)
+# the splitting and escape mechanics are checked at uncertified endpoints (certification, the
+# experiments' default, is tested in test_certify.py and costs minutes here)
+TEACHER, TRAIN = TeacherSpec(), TrainSpec(steps=2500, refine_steps=80, certify_rounds=0)
 CPU = torch.device("cpu")
 
 
@@ -123,7 +125,7 @@ def test_escape_run_turns_a_bad_minimum_into_a_saddle(tmp_path) -> None:
     spec = {
         "teachers": 1,
         "student": {"seeds": 6},
-        "train": {"steps": 2500, "refine_steps": 80},
+        "train": {"steps": 2500, "refine_steps": 80, "certify_rounds": 0},
         "gammas": [-0.5, 0.5],
         "n_random": 1,
         "max_minima": 2,
@@ -140,7 +142,11 @@ def test_escape_run_turns_a_bad_minimum_into_a_saddle(tmp_path) -> None:
 
 
 def test_subnetwork_table_counts(tmp_path) -> None:
-    spec = {"teachers": 1, "student": {"widths": [6], "seeds": 4}, "train": {"steps": 1500}}
+    spec = {
+        "teachers": 1,
+        "student": {"widths": [6], "seeds": 4},
+        "train": {"steps": 1500, "certify_rounds": 1},
+    }
     out = escapelab.run("subnetworks", spec, store=tmp_path, progress=False)
     (row,) = out.summary
     cells = (
@@ -165,7 +171,7 @@ def test_census_counts(tmp_path) -> None:
     spec = {
         "teachers": 1,
         "student": {"widths": [3], "seeds": 6},
-        "train": {"steps": 2000},
+        "train": {"steps": 2000, "certify_rounds": 1},
         "search_starts": 1,
     }
     out = escapelab.run("minima-census", spec, store=tmp_path, progress=False)

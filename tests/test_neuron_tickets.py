@@ -37,7 +37,7 @@ CPU = torch.device("cpu")
 SEEDED = NeuronTicketSpec(
     teacher=TeacherSpec(d=2, width=3, seed=1),
     student=StudentSpec(widths=(5,), seeds=12),
-    train=TrainSpec(steps=2000, refine_steps=60),
+    train=TrainSpec(steps=2000, refine_steps=60, certify_rounds=1),
 )
 GRID = [
     Perturbation("none", 0.0),

@@ -108,7 +108,11 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
 
 
 def test_success_grows_with_width(tmp_path: Path) -> None:
-    spec = {"teachers": 1, "student": {"widths": [4, 8], "seeds": 16}, "train": {"steps": 2500}}
+    spec = {
+        "teachers": 1,
+        "student": {"widths": [4, 8], "seeds": 16},
+        "train": {"steps": 2500, "certify_rounds": 1},
+    }
     out = escapelab.run("width-sweep", spec, store=tmp_path, progress=False)
     p = {row["width"]: row["p_global"] for row in out.summary}
     assert p[8] >= p[4]
