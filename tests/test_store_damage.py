@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import escapelab
 from escapelab.cli import main
 from escapelab.runner.repair import check_store
-from escapelab.runner.store import DB_NAME, Store
+from escapelab.runner.store import DB_NAME, SCHEMA_VERSION, Store
 from faults import TINY_ARGS, snapshot
 
 RUN = ["run", "width-sweep", "--no-progress", *TINY_ARGS, "--set", "seeds_per_task=1"]
@@ -106,7 +106,10 @@ def test_check_and_recover(stored: tuple[Path, str], tmp_path: Path, kind: str) 
 
 def test_sound_store_checks_ok(stored: tuple[Path, str]) -> None:
     result = CliRunner().invoke(main, ["store", "check", str(stored[0])])
-    assert result.exit_code == 0 and "ok (schema 4, 1 experiment(s), 4 task(s))" in result.output
+    assert (
+        result.exit_code == 0
+        and f"ok (schema {SCHEMA_VERSION}, 1 experiment(s), 4 task(s))" in result.output
+    )
 
 
 def test_newer_schema_is_refused(stored: tuple[Path, str], tmp_path: Path) -> None:
