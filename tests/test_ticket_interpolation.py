@@ -14,9 +14,13 @@ from escapelab.config import build
 from escapelab.experiments.lottery import LotterySpec
 from escapelab.optim.minibatch import evaluate
 from escapelab.report.story import caption
+from escapelab.report.ticket_interpolation import (
+    choose_level,
+    load_ticket_pair,
+    ticket_interpolation,
+)
 from escapelab.runner.store import Store
 from escapelab.runner.sweep import run
-from escapelab.tickets.stored import choose_level, load_ticket_pair, ticket_interpolation
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,9 +13,9 @@ keeps its weights ``theta``), for one bad local minimum of width r:
   teacher, when the run found one.
 
 For a lottery run, whose networks live in its IMP checkpoints rather than in its records
-(:mod:`escapelab.tickets.stored`): per dataset, the test loss and accuracy on the straight line
-from the dense trained network (t = 0) to a trained ticket of the same initialization (t = 1),
-with the barrier.
+(:mod:`escapelab.report.ticket_interpolation`): per dataset, the test loss and accuracy on the
+straight line from the dense trained network (t = 0) to a trained ticket of the same
+initialization (t = 1), with the barrier.
 
 ``escapelab landscape HASH`` draws them for a user's own stored run; the run pages of
 ``escapelab report`` include them for width-sweep and minima-census runs with a bad minimum and
@@ -176,10 +176,10 @@ def lottery_landscape_figures(
 ) -> list[Path]:
     """Per dataset of a lottery run, ticket_interpolation_<dataset>.png: the path from the dense
     network of ``member`` (default 0) to its ticket at ``level`` (default: see
-    :func:`~escapelab.tickets.stored.choose_level`), read from the run's checkpoints; datasets
-    whose member has no finished pruning level are left out."""
+    :func:`~escapelab.report.ticket_interpolation.choose_level`), read from the run's checkpoints;
+    datasets whose member has no finished pruning level are left out."""
     from escapelab.report.ticket_figures import plot_ticket_interpolation
-    from escapelab.tickets.stored import load_ticket_pair, ticket_interpolation
+    from escapelab.report.ticket_interpolation import load_ticket_pair, ticket_interpolation
 
     member = 0 if member is None else member
     paths = []

@@ -13,7 +13,7 @@ from escapelab.report.geometry_figures import plot_interpolation
 from escapelab.report.style import ROLE_COLORS, finish, new_figure, series_color
 
 if TYPE_CHECKING:
-    from escapelab.tickets.stored import TicketPair
+    from escapelab.report.ticket_interpolation import TicketPair
 
 PERCENT_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
 
@@ -126,7 +126,8 @@ def _rate_bars(ax: Any, x: list[float], rows: list[dict[str, Any]], **style: Any
 def plot_ticket_interpolation(
     result: Interpolation, pair: TicketPair, path: Path, title: str
 ) -> Path:
-    """The dense-to-ticket path of :func:`~escapelab.tickets.stored.ticket_interpolation`
+    """The dense-to-ticket path of
+    :func:`~escapelab.report.ticket_interpolation.ticket_interpolation`
     (test loss, test accuracy on the right axis, barrier), titled with the stored end
     accuracies so a reader can check the endpoints against the run's table."""
     ends = (
