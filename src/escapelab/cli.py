@@ -357,32 +357,46 @@ def show(hash_prefix: str, store: Path) -> None:
 
 @main.command()
 @click.argument("hash_prefix")
-@click.option("--member", type=int, help="The bad local minimum to look at (default: the first).")
+@click.option(
+    "--member",
+    type=int,
+    help="The bad local minimum to look at (default: the first); for a lottery run, the "
+    "network (default: 0).",
+)
+@click.option(
+    "--level",
+    type=int,
+    help="Lottery runs: the IMP level of the ticket (default: the sparsest within 1 percentage "
+    "point of the dense test accuracy, else the last).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write the figures (default: <store>/<hash>/landscape/).",
 )
 @store_option
-def landscape(hash_prefix: str, member: int | None, out: Path | None, store: Path) -> None:
+def landscape(
+    hash_prefix: str, member: int | None, level: int | None, out: Path | None, store: Path
+) -> None:
     """Hessian spectra, escape-direction slice and interpolation around a stored bad minimum
-    of a width-sweep or minima-census run (HASH_PREFIX)."""
-    from escapelab.report.landscape_views import LANDSCAPE_EXPERIMENTS, landscape_figures
+    of a width-sweep or minima-census run, or the interpolation from the dense network to its
+    ticket of a lottery run (HASH_PREFIX)."""
+    from escapelab.report.landscape_views import LANDSCAPE_EXPERIMENTS, stored_landscape_figures
 
     db = Store(store)
     row = db.find(hash_prefix)
     if row.name not in LANDSCAPE_EXPERIMENTS:
         raise SpecError(
             "hash",
-            f"{row.hash} is a {row.name} run; landscape figures need the stored endpoints of "
-            + " or ".join(LANDSCAPE_EXPERIMENTS),
+            f"{row.hash} is a {row.name} run; landscape figures need a run of "
+            + ", ".join(LANDSCAPE_EXPERIMENTS),
         )
     _, spec, _ = prepare(row.name, row.spec)
-    paths = landscape_figures(
-        spec, db.records(row.hash), out or db.root / row.hash / "landscape", member
-    )
+    out_dir = out or db.root / row.hash / "landscape"
+    paths = stored_landscape_figures(db, row.name, row.hash, spec, out_dir, member, level)
     if not paths:
-        raise LookupError(f"{row.name} {row.hash} stored no bad local minimum to look at")
+        what = "finished pruning level" if row.name == "lottery" else "bad local minimum"
+        raise LookupError(f"{row.name} {row.hash} stored no {what} to look at")
     click.echo("\n".join(f"figure: {p}" for p in paths))
 
 

@@ -12,8 +12,14 @@ keeps its weights ``theta``), for one bad local minimum of width r:
 * the linear interpolation from the bad minimum to a global minimum of the same width and
   teacher, when the run found one.
 
+For a lottery run, whose networks live in its IMP checkpoints rather than in its records
+(:mod:`escapelab.report.ticket_interpolation`): per dataset, the test loss and accuracy on the
+straight line from the dense trained network (t = 0) to a trained ticket of the same
+initialization (t = 1), with the barrier.
+
 ``escapelab landscape HASH`` draws them for a user's own stored run; the run pages of
-``escapelab report`` include them for width-sweep and minima-census runs with a bad minimum.
+``escapelab report`` include them for width-sweep and minima-census runs with a bad minimum and
+for lottery runs with a finished pruning level (:func:`stored_landscape_figures`).
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ from escapelab.experiments.kits.teacher_student import (
 )
 from escapelab.landscape.geometry import Interpolation, Slice1D, interpolate, slice_1d
 from escapelab.nets.surgery import split_unit
+from escapelab.runner.store import Store
 
-LANDSCAPE_EXPERIMENTS = ("width-sweep", "minima-census")
+ENDPOINT_EXPERIMENTS = ("width-sweep", "minima-census")
 """Experiments whose records keep the endpoints' weights."""
+LANDSCAPE_EXPERIMENTS = (*ENDPOINT_EXPERIMENTS, "lottery")
+"""Experiments ``escapelab landscape`` and the run pages draw landscape figures for."""
 
 
 @dataclass(frozen=True)
@@ -156,4 +165,83 @@ def landscape_figures(
     return paths
 
 
-__all__ = ["LANDSCAPE_EXPERIMENTS", "LandscapeViews", "landscape_figures", "landscape_views"]
+def lottery_landscape_figures(
+    store: Store,
+    spec_hash: str,
+    spec: Any,
+    records: list[dict[str, Any]],
+    out_dir: Path,
+    member: int | None = None,
+    level: int | None = None,
+) -> list[Path]:
+    """Per dataset of a lottery run, ticket_interpolation_<dataset>.png: the path from the dense
+    network of ``member`` (default 0) to its ticket at ``level`` (default: see
+    :func:`~escapelab.report.ticket_interpolation.choose_level`), read from the run's checkpoints;
+    datasets whose member has no finished pruning level are left out."""
+    from escapelab.report.ticket_figures import plot_ticket_interpolation
+    from escapelab.report.ticket_interpolation import load_ticket_pair, ticket_interpolation
+
+    member = 0 if member is None else member
+    paths = []
+    for dataset in spec.data.datasets:
+        dense = next(
+            (
+                r
+                for r in records
+                if r["dataset"] == dataset and r["member"] == member and r["prune_level"] == 0
+            ),
+            None,
+        )
+        if dense is None:
+            if member not in {r["member"] for r in records}:
+                raise ValueError(f"--member: this run stored no network {member}")
+            continue
+        done = {r["prune_level"] for r in records if r["task"] == dense["task"]}
+        if len(done) < 2:
+            continue
+        where = store.checkpoint_dir(spec_hash, dense["task"])
+        pair = load_ticket_pair(spec, dataset, member, where, level)
+        paths.append(
+            plot_ticket_interpolation(
+                ticket_interpolation(pair),
+                pair,
+                out_dir / f"ticket_interpolation_{dataset}.png",
+                f"{dataset}, member {member}: dense (t = 0) to its ticket at level {pair.level} "
+                f"({100 * pair.ticket_record['density']:.3g} % of weights) (t = 1)",
+            )
+        )
+    return paths
+
+
+def stored_landscape_figures(
+    store: Store,
+    name: str,
+    spec_hash: str,
+    spec: Any,
+    out_dir: Path,
+    member: int | None = None,
+    level: int | None = None,
+) -> list[Path]:
+    """The landscape figures of run ``spec_hash`` of experiment ``name`` (one of
+    :data:`LANDSCAPE_EXPERIMENTS`): :func:`landscape_figures` for stored endpoints,
+    :func:`lottery_landscape_figures` for a lottery run; [] when there is nothing to draw.
+    ``level`` is only for lottery runs."""
+    records = store.records(spec_hash)
+    if not records:
+        return []
+    if name == "lottery":
+        return lottery_landscape_figures(store, spec_hash, spec, records, out_dir, member, level)
+    if level is not None:
+        raise ValueError(f"--level: only for lottery runs, this is a {name} run")
+    return landscape_figures(spec, records, out_dir, member)
+
+
+__all__ = [
+    "ENDPOINT_EXPERIMENTS",
+    "LANDSCAPE_EXPERIMENTS",
+    "LandscapeViews",
+    "landscape_figures",
+    "landscape_views",
+    "lottery_landscape_figures",
+    "stored_landscape_figures",
+]

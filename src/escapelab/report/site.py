@@ -31,7 +31,7 @@ from escapelab.experiments import get_experiment
 from escapelab.report import provenance
 from escapelab.report.columns import column, column_label, format_cell
 from escapelab.report.findings import findings
-from escapelab.report.landscape_views import LANDSCAPE_EXPERIMENTS, landscape_figures
+from escapelab.report.landscape_views import LANDSCAPE_EXPERIMENTS, stored_landscape_figures
 from escapelab.report.story import QUESTIONS, caption, method
 from escapelab.report.tables import columns, markdown_table
 from escapelab.report.verdict import weigh
@@ -159,8 +159,8 @@ def run_view(store: Store, row: ExperimentRow, figure_dir: Path) -> RunView:
     summary = exp.summarize(spec, records) if records else []
     figure_dir.mkdir(parents=True, exist_ok=True)
     paths = exp.figures(spec, records, figure_dir) if records else []
-    if records and row.name in LANDSCAPE_EXPERIMENTS:
-        paths += landscape_figures(spec, records, figure_dir)
+    if row.name in LANDSCAPE_EXPERIMENTS:
+        paths += stored_landscape_figures(store, row.name, row.hash, spec, figure_dir)
     log = store.task_log(row.hash)
     status, done, total = run_status(row, store)
     versions = sorted({row.version, *(v for *_, v in log)})

@@ -105,6 +105,13 @@ CAPTIONS: dict[str, str] = {
         "the same width and teacher (t = 1), extrapolated past both ends (shaded); the barrier "
         "is the highest loss on [0, 1] above the chord."
     ),
+    "ticket_interpolation.png": (
+        "Test loss (and test accuracy, right axis) on the straight line from the dense trained "
+        "network (t = 0) to its trained IMP ticket (t = 1), member 0, at the sparsest level "
+        "within 1 percentage point of the dense accuracy (else the last level), extrapolated "
+        "past both ends (shaded); the barrier is the highest loss on [0, 1] above the chord. A "
+        "barrier near 0 puts the ticket in the dense solution's basin."
+    ),
 }
 """Captions of the figures the experiments write, by file name."""
 
@@ -114,6 +121,9 @@ def caption(filename: str) -> str:
     one, naming the dataset."""
     if filename in CAPTIONS:
         return CAPTIONS[filename]
+    if filename.startswith("ticket_interpolation_") and filename.endswith(".png"):
+        dataset = filename[len("ticket_interpolation_") : -len(".png")]
+        return f"On {dataset}. " + CAPTIONS["ticket_interpolation.png"]
     if filename.startswith("lottery_") and filename.endswith(".png"):
         dataset = filename[len("lottery_") : -len(".png")]
         return (

@@ -1,13 +1,19 @@
-"""Figures of the lottery-ticket experiments: IMP curves (E6) and the perturbation test (E3)."""
+"""Figures of the lottery-ticket experiments: IMP curves (E6), the linear path from the dense
+network to its ticket, and the perturbation test (E3)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
+from escapelab.landscape.geometry import Interpolation
+from escapelab.report.geometry_figures import plot_interpolation
 from escapelab.report.style import ROLE_COLORS, finish, new_figure, series_color
+
+if TYPE_CHECKING:
+    from escapelab.report.ticket_interpolation import TicketPair
 
 PERCENT_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
 
@@ -115,3 +121,19 @@ def _rate_bars(ax: Any, x: list[float], rows: list[dict[str, Any]], **style: Any
         [r["ci_high"] - r["failure_rate"] for r in rows],
     ]
     ax.errorbar(x, rate, yerr=err, **style)
+
+
+def plot_ticket_interpolation(
+    result: Interpolation, pair: TicketPair, path: Path, title: str
+) -> Path:
+    """The dense-to-ticket path of
+    :func:`~escapelab.report.ticket_interpolation.ticket_interpolation`
+    (test loss, test accuracy on the right axis, barrier), titled with the stored end
+    accuracies so a reader can check the endpoints against the run's table."""
+    ends = (
+        ""
+        if pair.regression
+        else f"\nstored test accuracy: dense {100 * pair.dense_record['test_acc']:.1f} %, "
+        f"ticket {100 * pair.ticket_record['test_acc']:.1f} %"
+    )
+    return plot_interpolation(result, path, title + ends)

@@ -423,6 +423,10 @@ class Store:
         with self._connect(write=True) as conn:
             conn.execute("DELETE FROM claims WHERE hash = ? AND owner = ?", (spec_hash, owner))
 
+    def checkpoint_dir(self, spec_hash: str, task_key: str) -> Path:
+        """The directory the runner gives task ``task_key`` of a run for its checkpoints."""
+        return self.root / spec_hash / "checkpoints" / task_key.replace("/", "__")
+
     def records(self, spec_hash: str) -> list[dict[str, Any]]:
         """All records of an experiment, each with its task key, in task order."""
         with self._connect() as conn:

@@ -254,8 +254,7 @@ def run(
 
         claimed, unstored = db.claim(h, todo, owner, n, lease_s)
         return [
-            replace(t, checkpoint_dir=str(db.root / h / "checkpoints" / t.key.replace("/", "__")))
-            for t in claimed
+            replace(t, checkpoint_dir=str(db.checkpoint_dir(h, t.key))) for t in claimed
         ], unstored
 
     started = time.perf_counter()

@@ -175,14 +175,11 @@ class _Checkpoints:
             _atomic_write(meta, json.dumps(fingerprint, indent=1))
 
     def _paths(self, level: int) -> tuple[Path, Path]:
-        return self.root / f"level_{level:03d}.safetensors", self.root / f"level_{level:03d}.json"
+        return level_paths(self.root, level)
 
     def finished(self) -> int:
         """The number of consecutive finished levels from level 0."""
-        level = 0
-        while all(p.exists() for p in self._paths(level)):
-            level += 1
-        return level
+        return finished_levels(self.root)
 
     def save(self, level: int, tensors: dict[str, Tensor], records: list[dict[str, Any]]) -> None:
         weights, meta = self._paths(level)
@@ -192,14 +189,53 @@ class _Checkpoints:
         _atomic_write(meta, json.dumps(records))
 
     def load(self, level: int) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-        """A finished level's tensors and records (records written before escapelab 0.2 named
-        ``prune_level`` ``level``; they are renamed on the way in)."""
-        weights, meta = self._paths(level)
-        records = [
-            {("prune_level" if k == "level" else k): v for k, v in r.items()}
-            for r in json.loads(meta.read_text())
-        ]
-        return read_tensors(weights), records
+        """A finished level's tensors and records (see :func:`read_level`)."""
+        return read_level(self.root, level)
+
+
+def level_paths(root: Path, level: int) -> tuple[Path, Path]:
+    """The tensor file and the records file of ``level`` in a checkpoint directory."""
+    return root / f"level_{level:03d}.safetensors", root / f"level_{level:03d}.json"
+
+
+def finished_levels(root: Path) -> int:
+    """The number of consecutive finished levels from level 0 in a checkpoint directory."""
+    level = 0
+    while all(p.exists() for p in level_paths(root, level)):
+        level += 1
+    return level
+
+
+def read_level(root: Path, level: int) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+    """A finished level's tensors (``final/``, ``mask/`` and at level 0 ``rewind/`` names) and
+    records, read without writing anything and without executing code from the files
+    (:func:`~escapelab.tickets.masks.read_tensors`). Records written before escapelab 0.2 named
+    ``prune_level`` ``level``; they are renamed on the way in."""
+    weights, meta = level_paths(root, level)
+    records = [
+        {("prune_level" if k == "level" else k): v for k, v in r.items()}
+        for r in json.loads(meta.read_text())
+    ]
+    return read_tensors(weights), records
+
+
+def imp_fingerprint(
+    model: StackedModel,
+    data: SupervisedData,
+    fit_config: FitConfig,
+    config: IMPConfig,
+    seeds: Sequence[int],
+) -> dict[str, Any]:
+    """What a checkpoint directory's ``imp.json`` holds: the settings that make its levels
+    this run's (IMP and fit configs, seeds, data set, parameter shapes), as plain JSON."""
+    fingerprint = {
+        "imp": asdict(config),
+        "fit": asdict(fit_config),
+        "seeds": [int(s) for s in seeds],
+        "data": data.name,
+        "shapes": {n: list(s) for n, s in model.shapes.items()},
+    }
+    return json.loads(json.dumps(fingerprint))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -248,14 +284,8 @@ def run_imp(
     names = prunable_names(model, config.include_bias)
     checkpoints = None
     if checkpoint_dir is not None:
-        fingerprint = {
-            "imp": asdict(config),
-            "fit": asdict(fit_config),
-            "seeds": seeds,
-            "data": data.name,
-            "shapes": {n: list(s) for n, s in model.shapes.items()},
-        }
-        checkpoints = _Checkpoints(Path(checkpoint_dir), json.loads(json.dumps(fingerprint)))
+        fingerprint = imp_fingerprint(model, data, fit_config, config, seeds)
+        checkpoints = _Checkpoints(Path(checkpoint_dir), fingerprint)
     records: list[dict[str, Any]] = []
     start_level = checkpoints.finished() if checkpoints else 0
     start_level = min(start_level, config.levels + 1)
