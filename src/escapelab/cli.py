@@ -236,10 +236,14 @@ def run_cmd(
     checked = plan(experiment, data, workers, device, limit)  # before touching the store
     if dry_run:
         need = checked.memory
+        memory = (
+            f"about {format_size(need.bytes)} per task"
+            if need
+            else "memory per task not estimated for this experiment"
+        )
         click.echo(
             f"{experiment} {checked.spec_hash}: {len(checked.tasks)} task(s) on "
-            f"{checked.device}; about {format_size(need.bytes) if need else 'unknown'} per "
-            "task; nothing written"
+            f"{checked.device}; {memory}; nothing written"
         )
         return
     _run_and_report(experiment, data, store, workers, device, out, not no_progress, max_memory)
