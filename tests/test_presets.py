@@ -54,7 +54,7 @@ def test_preset_header_gives_command_purpose_and_expected_result(name: str) -> N
 
 def test_preset_values_are_those_of_the_file() -> None:
     spec = build(get_experiment("relu-spurious").spec_type, load_preset("relu-spurious-table").spec)
-    assert (spec.inits, spec.inits_per_task) == (200, 100)  # the README's measured table
+    assert (spec.inits, spec.inits_per_task) == (500, 250)  # the README's measured table
     paper = build(get_experiment("width-sweep").spec_type, load_preset("width-sweep-paper").spec)
     assert (paper.teachers, paper.student.seeds) == (8, 200)
     assert paper.student.widths == (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)
