@@ -20,27 +20,21 @@ from typing import Any
 PROVENANCE_NAME = "provenance.jsonl"
 
 
+def _git(where: Path, *args: str) -> str:
+    """The stripped output of ``git *args`` run in ``where`` (raises if git fails)."""
+    done = subprocess.run(
+        ["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stdout.strip()
+
+
 def git_commit(path: Path | None = None) -> str | None:
     """The commit of the git checkout holding ``path`` (default: this package), with ``+dirty``
     when it has uncommitted changes; None outside a checkout or without git."""
     where = path or Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = _git(where, "rev-parse", "--short=12", "HEAD")
+        dirty = _git(where, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "") if commit else None
