@@ -300,3 +300,19 @@ def test_missing_pyarrow_is_an_environment_fault(stored: tuple[Path, str], tmp_p
     )
     assert code == 3 and len(lines) == 1 and "pip install 'escapelab[parquet]'" in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "count"),
+    [
+        (1536, "1.5 KiB", "1,536"),
+        (3 * 1024**5, "3 PiB", "3,377,699,720,527,872"),
+        (10**400, "8.88e+384 PiB", "1.00e+400"),  # 10^400 / 1024^5 = 8.88e384
+    ],
+)
+def test_sizes_and_counts_print_without_overflow(n: int, size: str, count: str) -> None:
+    """Absurd sizes (a mistyped 1e400) print in scientific notation, never overflow a float."""
+    from escapelab.runner.budget import format_count, format_size
+
+    assert format_size(n) == size
+    assert format_count(n) == count

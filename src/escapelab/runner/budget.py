@@ -62,11 +62,22 @@ def parse_size(text: str, option: str = "--max-memory") -> int:
 
 def format_size(n: float) -> str:
     """``n`` bytes in binary units with three significant digits, e.g. ``1.25 GiB``."""
+    if n >= 1024**6:  # beyond PiB only mistyped sizes land here; keep ints exact (no float overflow)
+        return f"{format_count(int(n) // 1024**5)} PiB"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.3g} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def format_count(n: int) -> str:
+    """``n`` with thousands separators, or in scientific notation beyond 10^12 (absurd sizes a
+    user typed by mistake should not fill the terminal)."""
+    if n < 10**12:
+        return f"{n:,}"
+    digits = str(n)  # integer digits, not float(n): that overflows beyond 1.8e308
+    return f"{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
 
 
 def available_memory() -> int:
@@ -106,8 +117,9 @@ def _teacher_student_need(spec: Any, prefix: str) -> MemoryNeed:
     if driver.endswith("student.widths") and t.d > m:
         driver = f"{prefix}teacher.d"  # the input dimension, not the width, makes P large
     how = (
-        f"{members:,} members x {params:,} parameters (width {m}, d = {t.d})"
-        + (f" x {n:,} samples" if n else "")
+        f"{format_count(members)} members x {format_count(params)} parameters "
+        f"(width {format_count(m)}, d = {format_count(t.d)})"
+        + (f" x {format_count(n)} samples" if n else "")
         + f", {'float64' if item == 8 else 'float32'}"
     )
     return MemoryNeed(int(sum(terms.values())), driver, how, members, f"{prefix}student.seeds")
@@ -128,7 +140,7 @@ def _classifier_need(spec: Any, prefix: str) -> MemoryNeed:
     batch = spec.fit.batch_size
     total = members * (8 * params + 3 * batch * sum(widths)) * 4
     field = f"{prefix}net.hidden" if net.model == "mlp" else f"{prefix}net.channels"
-    how = f"{members:,} networks x {params:,} weights, float32"
+    how = f"{format_count(members)} networks x {format_count(params)} weights, float32"
     return MemoryNeed(int(total), field, how, members, f"{prefix}seeds")
 
 
@@ -167,7 +179,7 @@ def check_memory(spec: Any, workers: int = 1, limit: int | None = None) -> Memor
     if total > budget:
         source = "the --max-memory limit" if limit is not None else "the memory available"
         at_once = f" x {workers} workers" if workers > 1 else ""
-        one_member_fits = need.members > 1 and need.bytes / need.members * workers <= budget
+        one_member_fits = need.members > 1 and need.bytes * workers <= budget * need.members
         field = need.members_field if one_member_fits else need.field
         raise SpecError(
             field,
