@@ -62,7 +62,7 @@ def parse_size(text: str, option: str = "--max-memory") -> int:
 
 def format_size(n: float) -> str:
     """``n`` bytes in binary units with three significant digits, e.g. ``1.25 GiB``."""
-    if n >= 1024**6:  # beyond PiB only mistyped sizes land here; keep ints exact (no float overflow)
+    if n >= 1024**6:  # only mistyped sizes land here; ints stay exact (float() would overflow)
         return f"{format_count(int(n) // 1024**5)} PiB"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
