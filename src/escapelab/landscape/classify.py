@@ -104,16 +104,25 @@ def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: flo
 
 
 def _plateau_with_growth(result: TrainResult, i: int, cfg: ClassifyConfig) -> bool:
-    """Over the second half of member i's recorded history: norm grew, loss changed little.
-    No history (a hand-made result) is no evidence."""
+    """Over the second half of member i's training, by steps: norm grew, loss changed little.
+
+    The half is taken in steps, not in records: certification appends one record per round of
+    thousands of steps, and a plateau reached late (the loss creeping toward a channel's limit
+    while the norm keeps growing) must be judged on those rounds, not on the densely recorded
+    first phase. Fewer than two records in that half, or no history (a hand-made result), is no
+    evidence."""
     if result.history_norm is None or result.history_loss is None:
         return False
     norms, losses = result.history_norm[i], result.history_loss[i]
+    steps = torch.tensor(result.history_step[: len(norms)], dtype=torch.float64)
     ok = torch.isfinite(norms) & torch.isfinite(losses)
-    norms, losses = norms[ok], losses[ok]
+    norms, losses, steps = norms[ok], losses[ok], steps[ok]
     if len(norms) < 4:
         return False
-    half = len(norms) // 2
+    late = (steps >= steps[-1] / 2).nonzero().squeeze(1)
+    if len(late) < 2:
+        return False
+    half = int(late[0])
     grew = norms[-1] >= cfg.channel_norm_growth * norms[half]
     flat = (losses[half] - losses[-1]).abs() <= cfg.channel_loss_change * losses[half].abs()
     return bool(grew and flat)

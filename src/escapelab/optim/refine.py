@@ -9,8 +9,11 @@ the saddle-free Newton step of Dauphin et al. (2014) with Levenberg-Marquardt da
 walk uphill into saddles the first-order phase was leaving; near a minimum nu shrinks and the
 iteration becomes Newton's method, converging quadratically to gradient norms of 1e-12 or below in
 float64. A trial is accepted when the loss decreases (or stays within rounding while the gradient
-shrinks, which is how progress looks at the bottom of a flat minimum); nu is divided by 3 on
-acceptance and multiplied by 5 on rejection, and rejected members reuse their eigendecomposition.
+shrinks, which is how progress looks at the bottom of a flat minimum: rounding is measured on
+the terms the loss is summed from, ``Objective.loss_scale``, since a population loss of 1e-13
+is a difference of O(1) kernel terms and cannot resolve a decrease of a few % there); nu is
+divided by 3 on acceptance and multiplied by 5 on rejection, and rejected members reuse their
+eigendecomposition.
 
 With a ``free`` mask (E, P) the refinement runs in the subspace of the free coordinates: the
 held ones (a pruned weight of a lottery ticket) keep their values, gradients and Hessians are
@@ -98,7 +101,8 @@ class NewtonRefiner:
         grad_t = self._project(grad_t)
         smaller_grad = grad_t.norm(dim=1) < self.grad.norm(dim=1)
         if self.mode == "descent":
-            rounding = 64 * torch.finfo(self.loss.dtype).eps * self.loss.abs()
+            scale = self.loss.abs() + self.objective.loss_scale
+            rounding = 64 * torch.finfo(self.loss.dtype).eps * scale
             better = (loss_t < self.loss) | ((loss_t <= self.loss + rounding) & smaller_grad)
         else:
             better = smaller_grad

@@ -30,6 +30,11 @@ class Objective(ABC):
     """Base class: subclasses define ``member_loss`` and may override the batched methods."""
 
     arch: Architecture
+    loss_scale: float = 0.0
+    """Size of the terms the loss is summed from, beyond the loss itself: its rounding error is
+    about eps * (|loss| + loss_scale). Zero for a mean of squares (no cancellation); the
+    population loss subtracts O(1) kernel terms, so near zero loss its rounding floor is set by
+    them, not by the loss."""
 
     @abstractmethod
     def member_loss(self, theta: Tensor) -> Tensor:

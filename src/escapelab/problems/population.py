@@ -488,6 +488,9 @@ class PopulationObjective(Objective):
             )
         k_tt = self.kernel(self.teacher_w, self.teacher_w, self.teacher_b, self.teacher_b)
         self.teacher_term = 0.5 * (self.teacher_a @ k_tt * self.teacher_a).sum()
+        # loss = self term - cross term + teacher term, the first two about the third near a
+        # global minimum, so the teacher term sets the loss's rounding floor
+        self.loss_scale = 3 * float(self.teacher_term.abs())
 
     def to(self, dtype: torch.dtype) -> PopulationObjective:
         if dtype == self.teacher_theta.dtype:
