@@ -93,3 +93,25 @@ def test_handoff_sends_members_near_a_minimum_to_the_refinement(problem) -> None
     for i, s in enumerate(handed.status):
         assert s == "global" or float(grads[i]) <= cfg.tol_grad
     assert int(handed.steps.sum()) < int(plain.steps.sum())
+
+
+def test_near_global_members_refine_instead_of_first_order_steps(problem) -> None:
+    teacher, _, objective = problem
+    theta0 = (teacher.theta + 1e-3).unsqueeze(0)  # below tol_global from the start
+    cfg = TrainConfig(steps=300, refine_steps=1, tol_global=1e-3, certify_rounds=2, tol_zero=0.0)
+    plain = train(objective, theta0, replace(cfg, certify_rounds=0))
+    result = train(objective, theta0, cfg)
+    assert int(result.rounds[0]) == 2
+    # round 2 took no first-order step, and up to 5 x refine_steps refinement iterations
+    assert int(result.steps[0]) == int(plain.steps[0])
+    assert int(result.refine_steps[0]) - int(plain.refine_steps[0]) > 2 * cfg.refine_steps
+
+
+def test_the_population_loss_measures_rounding_on_its_terms() -> None:
+    teacher = make_teacher(d=2, width=3, activation="erf", incoming="gaussian", seed=2)
+    arch = Architecture(2, (3,), 1, "erf", bias=False)
+    objective = student_objective(teacher, arch, None)
+    silent = torch.zeros(1, arch.n_params, dtype=torch.float64)  # f = 0: loss = teacher term
+    assert objective.loss_scale == pytest.approx(3 * float(objective.loss(silent)[0]), rel=1e-12)
+    data = student_objective(teacher, arch, 50, seed=0)
+    assert data.loss_scale == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -256,4 +257,30 @@ def test_result_without_history_is_classified_without_error() -> None:
     res = _result(obj, theta, ["budget"])
     assert res.history_norm is None and res.history_loss is None
     (end,) = classify(obj, res)
+    assert end.kind == "not_converged"
+
+
+def test_channel_reached_late_is_judged_on_the_late_steps() -> None:
+    # the history of a certified run: dense records of phase 1 (the loss still falling), then
+    # one record per certification round of thousands of steps (loss flat, norm growing). By
+    # record count the second half is mostly phase 1, where the loss fell by 40 %; by steps it
+    # is the rounds, where the channel shows.
+    teacher = make_teacher(3, 2, seed=0)
+    student = Architecture(3, (3,), 1, "erf", bias=False)
+    obj = student_objective(teacher, student, None)
+    u, v = [0.6, -0.8, 0.0], [0.0, 0.3, 1.0]
+    theta = _planted(student, [u, u, v], [10.0, -10.0, 1.0]).unsqueeze(0)
+    steps = [*range(0, 4001, 500), 8000, 12000, 16000, 20000]
+    loss = [1.0, 0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.45, 0.40, 0.3830, 0.3829, 0.3829, 0.3828]
+    norm = [2.0, 3.0, 4.0, 4.5, 4.6, 4.62, 4.64, 4.65, 4.66, 11.0, 19.5, 29.3, 33.7]
+    res = replace(
+        _result(obj, theta, ["budget"]),
+        history_step=steps,
+        history_loss=torch.tensor([loss], dtype=torch.float64),
+        history_norm=torch.tensor([norm], dtype=torch.float64),
+    )
+    (end,) = classify(obj, res)
+    assert end.kind == "flat_channel"
+    # the same records spaced evenly in steps: the loss fell 40 % over the second half
+    (end,) = classify(obj, replace(res, history_step=list(range(0, 13 * 500, 500))))
     assert end.kind == "not_converged"
