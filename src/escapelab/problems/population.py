@@ -48,6 +48,7 @@ from torch import Tensor
 
 from escapelab.nets.mlp import Architecture
 from escapelab.problems.objective import Objective
+from escapelab.problems.population_hessian import PAIR_FUNCTIONS, population_hessian
 
 SUPPORTED = (
     "erf and relu without hidden biases; linear, tanh, sigmoid and softplus with or without "
@@ -576,6 +577,13 @@ class PopulationObjective(Objective):
         return losses.detach(), grad
 
     def hessian(self, theta: Tensor, member_chunk: int | None = None) -> Tensor:
+        fn = PAIR_FUNCTIONS.get(self.activation)
+        if fn is not None and not self.arch.bias:  # closed form; see population_hessian
+            layers = self.arch.unflatten(theta.detach())
+            tw, _, ta = self._teacher(theta)
+            with torch.no_grad():
+                h = population_hessian(fn, layers[0].weight, layers[1].weight, tw, ta)
+            return 0.5 * (h + h.mT)
         if not self.quadrature:
             return super().hessian(theta, member_chunk)
         chunk = member_chunk or self.default_hessian_chunk(theta)
