@@ -41,6 +41,7 @@ PINNED_DEFAULT_HASHES = {
     "random-features": "e2b60eb1980c60df",
     "double-descent": "9dec1c3e234e2435",
     "relu-spurious": "087437ab5f038860",
+    "implicit-acceleration": "356a654aa52b7828",
 }
 
 

@@ -7,6 +7,10 @@ from escapelab.experiments.base import Experiment, Task
 from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.double_descent import DoubleDescent, DoubleDescentSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
+from escapelab.experiments.implicit_acceleration import (
+    ImplicitAcceleration,
+    ImplicitAccelerationSpec,
+)
 from escapelab.experiments.lottery import Lottery, LotterySpec
 from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
 from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
@@ -26,6 +30,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         ReluSpurious(),
         RandomFeatures(),
         DoubleDescent(),
+        ImplicitAcceleration(),
     )
 }
 
@@ -49,6 +54,8 @@ __all__ = [
     "Escape",
     "EscapeSpec",
     "Experiment",
+    "ImplicitAcceleration",
+    "ImplicitAccelerationSpec",
     "Lottery",
     "LotterySpec",
     "RandomFeatures",
