@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
+from escapelab.experiments.catapult import Catapult, CatapultSpec
 from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.double_descent import DoubleDescent, DoubleDescentSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
@@ -31,6 +32,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         RandomFeatures(),
         DoubleDescent(),
         ImplicitAcceleration(),
+        Catapult(),
     )
 }
 
@@ -47,6 +49,8 @@ def get_experiment(name: str) -> Experiment:
 
 __all__ = [
     "EXPERIMENTS",
+    "Catapult",
+    "CatapultSpec",
     "Census",
     "CensusSpec",
     "DoubleDescent",

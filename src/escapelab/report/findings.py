@@ -291,6 +291,31 @@ def implicit_acceleration(rows: Rows, spec: dict[str, Any]) -> list[str]:
     return out or ["No run has finished yet."]
 
 
+def catapult(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per activation: the measured lazy-catapult edge and maximal rate against 2 and 4 (in
+    units of 1 / lambda0), with the share of runs on each side (Wilson 95 %)."""
+    out = []
+    for b in (r for r in rows if r.get("kind") == "boundary"):
+        act = b["activation"]
+        at = {r["rate"]: r for r in rows if r.get("kind") == "rate" and r["activation"] == act}
+
+        def side(rate: float, phase: str, at=at) -> str:
+            r = at.get(rate)
+            if r is None:
+                return ""
+            text = share(r[f"p_{phase}"], r[f"{phase}_ci_low"], r[f"{phase}_ci_high"])
+            return f" ({phase} share {text} at {rate:g})"
+
+        out.append(
+            f"Two-layer {act} net: most runs are lazy up to eta·lambda0 = {b['lazy_edge_low']:g}"
+            f"{side(b['lazy_edge_low'], 'lazy')} and catapult from {b['lazy_edge_high']:g}"
+            f"{side(b['lazy_edge_high'], 'catapult')} (theory: 2); most converge up to "
+            f"{b['max_rate_low']:g} and diverge from {b['max_rate_high']:g}"
+            f"{side(b['max_rate_high'], 'divergent')} (the linear model's theory: 4)."
+        )
+    return out or ["No run has finished yet."]
+
+
 def claims(rows: Rows, spec: dict[str, Any]) -> list[str]:
     """Rows that state a claim (``claim``, ``holds``): whether each held, as measured."""
     stated = [r for r in rows if "claim" in r and "holds" in r]
@@ -313,6 +338,7 @@ FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
     "lottery": lottery,
     "ticket-perturbation": ticket_perturbation,
     "implicit-acceleration": implicit_acceleration,
+    "catapult": catapult,
 }
 """The findings of each experiment, by name: ``(summary rows, plain spec) -> sentences``."""
 

@@ -62,4 +62,57 @@ def plot_acceleration(
     return finish(fig, axes, path, title=title, legend_kw={"fontsize": 7})
 
 
-__all__ = ["plot_acceleration"]
+__all__ = ["plot_acceleration", "plot_catapult"]
+
+
+PHASE_COLORS = {
+    "lazy": OKABE_ITO["blue"],
+    "catapult": OKABE_ITO["orange"],
+    "divergent": OKABE_ITO["vermillion"],
+    "stuck": "0.6",
+}
+
+
+def plot_catapult(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path, title: str
+) -> Path:
+    """Left: the share of runs in each phase against eta * lambda0 (95 % Wilson intervals),
+    with the linear model's edges 2 and 4 dashed. Middle and right: the loss (relative to L_0)
+    and eta * lambda_t of one seed at a few rates, the curvature line at 2."""
+    fig, (ax_p, ax_l, ax_c) = new_figure(1, 3, figsize=(15, 4.4))
+    rates = [r["rate"] for r in rows]
+    for phase, color in PHASE_COLORS.items():
+        share = [r[f"p_{phase}"] for r in rows]
+        if not any(share):
+            continue
+        err = [
+            [s - r[f"{phase}_ci_low"] for s, r in zip(share, rows, strict=True)],
+            [r[f"{phase}_ci_high"] - s for s, r in zip(share, rows, strict=True)],
+        ]
+        ax_p.errorbar(rates, share, yerr=err, fmt="o-", ms=3, capsize=2, color=color, label=phase)
+    for edge in (2, 4):
+        ax_p.axvline(edge, color="0.4", ls="--", lw=0.8)
+    ax_p.set_xscale("log")
+    ax_p.set_xlabel("eta * lambda0")
+    ax_p.set_ylabel("share of runs")
+    member = min(r["member"] for r in records)
+    shown = [r for r in records if r["member"] == member]
+    picks = sorted({r["rate"] for r in shown})
+    picks = picks[:: max(len(picks) // 6, 1)]
+    for i, r in enumerate(
+        sorted((r for r in shown if r["rate"] in picks), key=lambda r: r["rate"])
+    ):
+        color = series_color(i)
+        label = f"{r['rate']:g} ({r['phase']})"
+        ax_l.plot(r["marks"], [v / r["loss0"] for v in r["loss_curve"]], color=color, label=label)
+        ax_c.plot(r["marks"], [r["eta"] * v for v in r["lambda_curve"]], color=color, label=label)
+    ax_c.axhline(2, color="0.4", ls="--", lw=0.8)
+    ax_l.set_yscale("log")
+    ax_l.set_ylabel("loss / L0 (one seed)")
+    ax_c.set_ylabel("eta * lambda_t (top NTK eigenvalue)")
+    for ax in (ax_l, ax_c):
+        ax.set_xlabel("step")
+    for ax in (ax_p, ax_l, ax_c):
+        ax.grid(alpha=0.3, which="both")
+    ax_c.legend(fontsize=7, title="eta * lambda0", title_fontsize=7)
+    return finish(fig, (ax_p, ax_l, ax_c), path, title=title, legend_kw={"fontsize": 7})
