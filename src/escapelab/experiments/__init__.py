@@ -13,6 +13,7 @@ from escapelab.experiments.implicit_acceleration import (
     ImplicitAccelerationSpec,
 )
 from escapelab.experiments.lottery import Lottery, LotterySpec
+from escapelab.experiments.matrix_sensing import MatrixSensing, MatrixSensingSpec
 from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
 from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
@@ -33,6 +34,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         DoubleDescent(),
         ImplicitAcceleration(),
         Catapult(),
+        MatrixSensing(),
     )
 }
 
@@ -62,6 +64,8 @@ __all__ = [
     "ImplicitAccelerationSpec",
     "Lottery",
     "LotterySpec",
+    "MatrixSensing",
+    "MatrixSensingSpec",
     "RandomFeatures",
     "RandomFeaturesSpec",
     "ReluSpurious",

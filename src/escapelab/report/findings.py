@@ -316,6 +316,38 @@ def catapult(rows: Rows, spec: dict[str, Any]) -> list[str]:
     return out or ["No run has finished yet."]
 
 
+def matrix_sensing(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Iterations to the target error at the smallest and largest kappa for each method (median
+    and the seeds' range), then the certificate's share (Wilson 95 %)."""
+    points = [r for r in rows if r.get("kind") == "point" and r["r"] == spec.get("rank")]
+    if not points:
+        return ["No run has finished yet."]
+    steps, eps = spec.get("max_iters"), spec.get("eps", 0.0)
+    lo, hi = min(r["kappa"] for r in points), max(r["kappa"] for r in points)
+    parts = []
+    for method in dict.fromkeys(r["method"] for r in points):
+        ends = {r["kappa"]: r for r in points if r["method"] == method}
+        if lo in ends and hi in ends:
+            parts.append(
+                f"{method} {_iters(ends[lo], steps)} at kappa = {lo:g} and "
+                f"{_iters(ends[hi], steps)} at kappa = {hi:g}"
+            )
+    out = [
+        f"Iterations to relative error {eps:g} (r = {spec.get('rank')}): " + "; ".join(parts) + "."
+    ]
+    for r in rows:
+        if r.get("kind") == "claim" and r["claim"].startswith("PrecGD's end points"):
+            runs = [p for p in rows if p.get("kind") == "point" and p["method"] == "precgd"]
+            n = sum(p["seeds"] for p in runs)
+            k = sum(p["certified"] for p in runs)
+            a, b = wilson_interval(k, n)
+            out.append(
+                f"The duality-gap certificate proves {k} of {n} PrecGD end points within "
+                f"eps·|M*|² of the global optimum (share {share(k / n, a, b)})."
+            )
+    return out
+
+
 def claims(rows: Rows, spec: dict[str, Any]) -> list[str]:
     """Rows that state a claim (``claim``, ``holds``): whether each held, as measured."""
     stated = [r for r in rows if "claim" in r and "holds" in r]
@@ -339,6 +371,7 @@ FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
     "ticket-perturbation": ticket_perturbation,
     "implicit-acceleration": implicit_acceleration,
     "catapult": catapult,
+    "matrix-sensing": matrix_sensing,
 }
 """The findings of each experiment, by name: ``(summary rows, plain spec) -> sentences``."""
 

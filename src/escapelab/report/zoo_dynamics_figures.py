@@ -62,7 +62,7 @@ def plot_acceleration(
     return finish(fig, axes, path, title=title, legend_kw={"fontsize": 7})
 
 
-__all__ = ["plot_acceleration", "plot_catapult"]
+__all__ = ["plot_acceleration", "plot_catapult", "plot_matrix_sensing"]
 
 
 PHASE_COLORS = {
@@ -116,3 +116,79 @@ def plot_catapult(
         ax.grid(alpha=0.3, which="both")
     ax_c.legend(fontsize=7, title="eta * lambda0", title_fontsize=7)
     return finish(fig, (ax_p, ax_l, ax_c), path, title=title, legend_kw={"fontsize": 7})
+
+
+METHOD_COLORS = {
+    "gd": OKABE_ITO["black"],
+    "scaledgd": OKABE_ITO["blue"],
+    "precgd": OKABE_ITO["vermillion"],
+}
+
+
+def plot_matrix_sensing(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]], spec: Any, path: Path, title: str
+) -> Path:
+    """Left: median iterations to ``eps`` against kappa (r = ``rank``), the seeds' range as
+    bars, open markers where the median run never reached it (drawn at ``max_iters``). Middle:
+    the same against r (kappa = ``kappa_fixed``). Right: relative error against the iteration at
+    the largest kappa, one seed per method."""
+    fig, (ax_k, ax_r, ax_c) = new_figure(1, 3, figsize=(15, 4.4))
+    for method, color in METHOD_COLORS.items():
+        for ax, key, mine in (
+            (ax_k, "kappa", [r for r in rows if r["method"] == method and r["r"] == spec.rank]),
+            (
+                ax_r,
+                "r",
+                [r for r in rows if r["method"] == method and r["kappa"] == spec.kappa_fixed],
+            ),
+        ):
+            mine = sorted(mine, key=lambda r: r[key])
+            if not mine:
+                continue
+            xs = [r[key] for r in mine]
+            med = [min(r["iters_median"], spec.max_iters) for r in mine]
+            ax.errorbar(
+                xs,
+                med,
+                yerr=[
+                    [
+                        m - min(r["iters_min"], spec.max_iters)
+                        for m, r in zip(med, mine, strict=True)
+                    ],
+                    [
+                        min(r["iters_max"], spec.max_iters) - m
+                        for m, r in zip(med, mine, strict=True)
+                    ],
+                ],
+                fmt="-",
+                color=color,
+                capsize=2,
+                label=method if ax is ax_k else None,
+            )
+            for x, m, r in zip(xs, med, mine, strict=True):
+                censored = r["iters_median"] > spec.max_iters
+                ax.plot(x, m, "o", color=color, mfc="none" if censored else color, ms=5)
+    top = max(spec.kappas)
+    for method, color in METHOD_COLORS.items():
+        one = [
+            r
+            for r in records
+            if r["method"] == method and r["kappa"] == top and r["r"] == spec.rank
+        ]
+        if one:
+            first = min(one, key=lambda r: r["member"])
+            steps = [i * spec.record_every for i in range(len(first["curve"]))]
+            ax_c.plot(steps, first["curve"], color=color, label=method)
+    ax_c.axhline(spec.eps, color="0.5", ls=":", lw=1)
+    ax_c.set_yscale("log")
+    ax_c.set_xlabel("iteration")
+    ax_c.set_ylabel(f"|XX^T - M*| / |M*| (kappa = {top:g})")
+    ax_k.set_xscale("log")
+    ax_k.set_xlabel(f"condition number kappa (r = {spec.rank})")
+    ax_r.set_xlabel(f"search rank r (kappa = {spec.kappa_fixed:g}, r* = {spec.r_star})")
+    for ax in (ax_k, ax_r):
+        ax.set_yscale("log")
+        ax.set_ylabel(f"iterations to {spec.eps:g}")
+    for ax in (ax_k, ax_r, ax_c):
+        ax.grid(alpha=0.3, which="both")
+    return finish(fig, (ax_k, ax_r, ax_c), path, title=title, legend_kw={"fontsize": 7})
