@@ -77,8 +77,8 @@ class MatrixSensingSpec:
     prec_step: float = field(default=0.2, metadata=constraint(gt=0))
     init_scale: float = field(default=1e-3, metadata=constraint(gt=0))
     eps: float = field(default=1e-4, metadata=constraint(gt=0, lt=1))
-    max_iters: int = field(default=3000, metadata=constraint(ge=1, le=1_000_000))
-    record_every: int = field(default=20, metadata=constraint(ge=1))
+    max_iters: int = field(default=30000, metadata=constraint(ge=1, le=1_000_000))
+    record_every: int = field(default=10, metadata=constraint(ge=1))
     seeds: int = field(default=6, metadata=constraint(ge=1))
     seed: int = 0
     seeds_per_task: int = field(

@@ -131,7 +131,7 @@ def plot_matrix_sensing(
     """Left: median iterations to ``eps`` against kappa (r = ``rank``), the seeds' range as
     bars, open markers where the median run never reached it (drawn at ``max_iters``). Middle:
     the same against r (kappa = ``kappa_fixed``). Right: relative error against the iteration at
-    the largest kappa, one seed per method."""
+    the largest kappa, one seed per method (log iteration axis; iteration 0 drawn at 1)."""
     fig, (ax_k, ax_r, ax_c) = new_figure(1, 3, figsize=(15, 4.4))
     for method, color in METHOD_COLORS.items():
         for ax, key, mine in (
@@ -177,8 +177,9 @@ def plot_matrix_sensing(
         ]
         if one:
             first = min(one, key=lambda r: r["member"])
-            steps = [i * spec.record_every for i in range(len(first["curve"]))]
+            steps = [max(i * spec.record_every, 1) for i in range(len(first["curve"]))]
             ax_c.plot(steps, first["curve"], color=color, label=method)
+    ax_c.set_xscale("log")
     ax_c.axhline(spec.eps, color="0.5", ls=":", lw=1)
     ax_c.set_yscale("log")
     ax_c.set_xlabel("iteration")
