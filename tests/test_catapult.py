@@ -78,6 +78,15 @@ def test_linear_net_phases_at_rates_with_known_outcomes():
         assert lazy["eta"] * lazy["lambda0"] == pytest.approx(1.0)
 
 
+def test_a_seed_runs_as_it_would_alone():
+    spec = build(CatapultSpec, {**TINY, "seeds": 3})
+    both = [r for r in train_rates(spec, "relu", 0, 3) if r["member"] == 2]
+    alone = train_rates(spec, "relu", 2, 3)
+    for a, b in zip(both, alone, strict=True):
+        assert a["phase"] == b["phase"] and a["lambda0"] == pytest.approx(b["lambda0"], rel=1e-12)
+        assert a["loss_curve"] == pytest.approx(b["loss_curve"], rel=1e-9)
+
+
 TINY = {
     "width": 128,
     "samples": 12,

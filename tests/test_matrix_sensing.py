@@ -12,6 +12,7 @@ from escapelab.experiments.matrix_sensing import (
     MatrixSensingSpec,
     initial_factors,
     make_problem,
+    run_point,
     solve,
 )
 from escapelab.problems.matrix_sensing import (
@@ -89,7 +90,7 @@ def test_gd_converges_linearly_on_a_well_conditioned_problem():
     out = solve(spec, prob, initial_factors(spec, 1.0, 1, 0, 2), "gd")
     assert (out["iters"] > 0).all()
     for j in range(2):
-        curve = out["curve"][j]
+        curve = torch.tensor(out["curve"][j])
         below = (curve < 1e-2).nonzero()[0, 0]
         tail = curve[below : int(out["iters"][j])]
         rate = float((tail[-1] / tail[0]) ** (1 / (len(tail) - 1)))
@@ -121,6 +122,17 @@ def test_scaledgd_is_indifferent_to_kappa_where_gd_is_not():
     for method in ("scaledgd", "precgd"):
         assert (iters[method, 1000.0] > 0).all()
         assert (iters[method, 1000.0] <= 2 * iters[method, 1.0]).all()
+
+
+def test_a_seed_runs_as_it_would_alone():
+    """Seeds stop at their own first iterate at eps: a seed batched with others gives the
+    record it gives alone."""
+    spec = build(MatrixSensingSpec, {**TINY, "seeds": 3})
+    both = [r for r in run_point(spec, 100.0, 2, 0, 3) if r["member"] == 2]
+    alone = run_point(spec, 100.0, 2, 2, 3)
+    for a, b in zip(both, alone, strict=True):
+        assert a["iters"] == b["iters"] and a["curve"] == pytest.approx(b["curve"], rel=1e-9)
+        assert a["gap_bound"] == pytest.approx(b["gap_bound"], rel=1e-9)
 
 
 TINY = {

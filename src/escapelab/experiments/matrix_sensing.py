@@ -140,28 +140,38 @@ def step(
 def solve(
     spec: MatrixSensingSpec, problem: SensingProblem, x0: Tensor, method: str
 ) -> dict[str, Any]:
-    """Run ``method`` until every seed reaches ``eps`` or ``max_iters``; per seed the first
-    iteration at ``eps`` (-1: never), the relative error at every ``record_every``-th
-    iteration, and the end point's numbers."""
+    """Run ``method`` until every seed reaches ``eps`` or ``max_iters``; each seed stops at its
+    own first iterate at ``eps``, so its numbers do not depend on the seeds beside it. Per seed:
+    that iteration (-1: never), the relative error at every ``record_every``-th iteration up to
+    its stop (and at the stop), and the end point's numbers."""
     x = x0.clone()
     seeds = x.shape[0]
     iters = torch.full((seeds,), -1, dtype=torch.long)
+    stop = torch.full((seeds,), spec.max_iters, dtype=torch.long)
     alive = torch.ones(seeds, dtype=torch.bool)
-    curve: list[Tensor] = []
+    errors: list[Tensor] = []
     t = 0
     while True:
         err = relative_error(problem, x)
-        alive &= torch.isfinite(err) & (err < 1e6)
-        iters = torch.where((iters < 0) & (err <= spec.eps) & alive, t, iters)
-        if t % spec.record_every == 0:
-            curve.append(torch.where(alive, err, math.inf))
+        died = alive & ~(torch.isfinite(err) & (err < 1e6))
+        alive &= ~died
+        stop = torch.where(died, t, stop)
+        reached = (iters < 0) & (err <= spec.eps) & alive
+        iters = torch.where(reached, t, iters)
+        stop = torch.where(reached, t, stop)
+        errors.append(torch.where(alive, err, math.inf))
         if t == spec.max_iters or bool(((iters >= 0) | ~alive).all()):
             break
         x_next, _ = step(method, problem, x, spec)
-        x = torch.where(alive[:, None, None], x_next, x)
+        moving = alive & (iters < 0)  # a run stops at its own first iterate at eps
+        x = torch.where(moving[:, None, None], x_next, x)
         t += 1
-    if t % spec.record_every:
-        curve.append(torch.where(alive, err, math.inf))
+    history = torch.stack(errors, -1)
+    curves = []
+    for j in range(seeds):  # every record_every-th error up to the run's own stop, and the last
+        end = int(stop[j])
+        kept = list(range(0, end + 1, spec.record_every))
+        curves.append(history[j, kept + ([end] if kept[-1] != end else [])].tolist())
     f, s = loss_and_dual(problem, x)
     trace = problem.m_star.diagonal(dim1=-2, dim2=-1).sum(-1)
     gap = optimality_gap_bound(x, s, trace)
@@ -172,12 +182,11 @@ def solve(
         "iters": iters,
         "final_error": err,
         "diverged": ~alive,
-        "curve": torch.stack(curve, -1),
+        "curve": curves,
         "loss": f,
         "gap_bound": gap,
         "lambda_min_s": torch.linalg.eigvalsh(s)[:, 0],
         "excess_rank_ratio": tail,
-        "iterations_run": t,
     }
 
 
@@ -207,7 +216,7 @@ def run_point(
                     "lambda_min_s": float(out["lambda_min_s"][j]),
                     "certified": bool(out["gap_bound"][j] <= spec.eps * scale[j]),
                     "excess_rank_ratio": float(out["excess_rank_ratio"][j]),
-                    "curve": [float(v) for v in out["curve"][j]],
+                    "curve": out["curve"][j],
                 }
             )
     return records

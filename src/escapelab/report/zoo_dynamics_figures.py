@@ -177,7 +177,10 @@ def plot_matrix_sensing(
         ]
         if one:
             first = min(one, key=lambda r: r["member"])
-            steps = [max(i * spec.record_every, 1) for i in range(len(first["curve"]))]
+            n = len(first["curve"])
+            steps = [max(i * spec.record_every, 1) for i in range(n)]
+            if first["iters"] is not None and n > 1:  # the last point is the run's stop
+                steps[-1] = max(first["iters"], 1)
             ax_c.plot(steps, first["curve"], color=color, label=method)
     ax_c.set_xscale("log")
     ax_c.axhline(spec.eps, color="0.5", ls=":", lw=1)
