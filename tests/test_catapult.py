@@ -87,6 +87,13 @@ def test_a_seed_runs_as_it_would_alone():
         assert a["loss_curve"] == pytest.approx(b["loss_curve"], rel=1e-9)
 
 
+def test_curvature_option_picks_the_lambda0_that_sets_the_rate():
+    spec = build(CatapultSpec, {**TINY, "curvature": "hessian", "steps": 2, "seeds": 1})
+    for r in train_rates(spec, "linear", 0, 1):
+        assert r["lambda0"] == r["lambda0_hessian"] != r["lambda0_ntk"]
+        assert r["eta"] * r["lambda0_hessian"] == pytest.approx(r["rate"])
+
+
 TINY = {
     "width": 128,
     "samples": 12,
