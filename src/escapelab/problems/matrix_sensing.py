@@ -30,10 +30,6 @@ class SensingProblem:
     m_star: Tensor
     sigma: Tensor
 
-    @property
-    def n(self) -> int:
-        return self.m_star.shape[-1]
-
 
 def sensing_problem(
     n: int, r_star: int, kappa: float, measurements: int, gens: list[torch.Generator]
