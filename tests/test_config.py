@@ -41,6 +41,9 @@ PINNED_DEFAULT_HASHES = {
     "random-features": "e2b60eb1980c60df",
     "double-descent": "9dec1c3e234e2435",
     "relu-spurious": "087437ab5f038860",
+    "implicit-acceleration": "356a654aa52b7828",
+    "matrix-sensing": "190b6c07703afc66",
+    "catapult": "409f2c0a735ce34d",
 }
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from escapelab.config import SpecError
 from escapelab.experiments.base import Experiment, Task
+from escapelab.experiments.catapult import Catapult, CatapultSpec
 from escapelab.experiments.census import Census, CensusSpec
 from escapelab.experiments.double_descent import DoubleDescent, DoubleDescentSpec
 from escapelab.experiments.escape import Escape, EscapeSpec
+from escapelab.experiments.implicit_acceleration import (
+    ImplicitAcceleration,
+    ImplicitAccelerationSpec,
+)
 from escapelab.experiments.lottery import Lottery, LotterySpec
+from escapelab.experiments.matrix_sensing import MatrixSensing, MatrixSensingSpec
 from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
 from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
@@ -26,6 +32,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         ReluSpurious(),
         RandomFeatures(),
         DoubleDescent(),
+        ImplicitAcceleration(),
+        Catapult(),
+        MatrixSensing(),
     )
 }
 
@@ -42,6 +51,8 @@ def get_experiment(name: str) -> Experiment:
 
 __all__ = [
     "EXPERIMENTS",
+    "Catapult",
+    "CatapultSpec",
     "Census",
     "CensusSpec",
     "DoubleDescent",
@@ -49,8 +60,12 @@ __all__ = [
     "Escape",
     "EscapeSpec",
     "Experiment",
+    "ImplicitAcceleration",
+    "ImplicitAccelerationSpec",
     "Lottery",
     "LotterySpec",
+    "MatrixSensing",
+    "MatrixSensingSpec",
     "RandomFeatures",
     "RandomFeaturesSpec",
     "ReluSpurious",

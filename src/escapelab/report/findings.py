@@ -252,6 +252,102 @@ def relu_spurious(rows: Rows, spec: dict[str, Any]) -> list[str]:
     return out
 
 
+def _iters(row: dict[str, Any], steps: int | None = None) -> str:
+    """``371 (seeds 363-379)``: a median iteration count with the seeds' range; ``> N`` when
+    the median run never reached the target within ``steps``."""
+    med = row["iters_median"]
+    text = f"> {steps:,}" if steps is not None and med > steps else f"{med:,.0f}"
+    return f"{text} (seeds {row['iters_min']:,.0f}–{row['iters_max']:,.0f})"
+
+
+def implicit_acceleration(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per data set and p: the fastest depth-N net against GD and the fastest depth-1 method,
+    each at its best learning rate; then the end-to-end rule's deviation."""
+    best = [r for r in rows if r.get("kind") == "best"]
+    steps, eps = spec.get("steps"), spec.get("eps", 0.0)
+    out = []
+    for dataset, p in dict.fromkeys((r["dataset"], r["p"]) for r in best):
+        at = {r["method"]: r for r in best if (r["dataset"], r["p"]) == (dataset, p)}
+        deep = [r for m, r in at.items() if m.startswith("depth")]
+        shallow = [r for m, r in at.items() if not m.startswith("depth")]
+        if not deep or "gd" not in at:
+            continue
+        d = min(deep, key=lambda r: r["iters_median"])
+        rival = min(shallow, key=lambda r: r["iters_median"])
+        out.append(
+            f"On {dataset} with the l{p:g} loss, {d['method']} reaches relative excess loss "
+            f"{eps:g} in {_iters(d, steps)} iterations against {_iters(at['gd'], steps)} for GD "
+            f"(×{at['gd']['iters_median'] / d['iters_median']:.2f}); the fastest depth-1 method, "
+            f"{rival['method']}, needs {_iters(rival, steps)}."
+        )
+    rule = [r for r in rows if r.get("claim", "").startswith("end-to-end")]
+    if rule:
+        worst = max(rule, key=lambda r: r["measured"])
+        out.append(
+            "The end-to-end update rule (depth as the preconditioner |w|^(2-2/N)(I + (N-1)uu^T)) "
+            f"matches the trained factors' moves to a relative deviation of at most "
+            f"{worst['measured']:.1e} at the smallest learning rate."
+        )
+    return out or ["No run has finished yet."]
+
+
+def catapult(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per activation: the measured lazy-catapult edge and maximal rate against 2 and 4 (in
+    units of 1 / lambda0), with the share of runs on each side (Wilson 95 %)."""
+    out = []
+    for b in (r for r in rows if r.get("kind") == "boundary"):
+        act = b["activation"]
+        at = {r["rate"]: r for r in rows if r.get("kind") == "rate" and r["activation"] == act}
+
+        def side(rate: float, phase: str, at=at) -> str:
+            r = at.get(rate)
+            if r is None:
+                return ""
+            text = share(r[f"p_{phase}"], r[f"{phase}_ci_low"], r[f"{phase}_ci_high"])
+            return f" ({phase} share {text} at {rate:g})"
+
+        out.append(
+            f"Two-layer {act} net: most runs are lazy up to eta·lambda0 = {b['lazy_edge_low']:g}"
+            f"{side(b['lazy_edge_low'], 'lazy')} and catapult from {b['lazy_edge_high']:g}"
+            f"{side(b['lazy_edge_high'], 'catapult')} (theory: 2); most converge up to "
+            f"{b['max_rate_low']:g} and diverge from {b['max_rate_high']:g}"
+            f"{side(b['max_rate_high'], 'divergent')} (the linear model's theory: 4)."
+        )
+    return out or ["No run has finished yet."]
+
+
+def matrix_sensing(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Iterations to the target error at the smallest and largest kappa for each method (median
+    and the seeds' range), then the certificate's share (Wilson 95 %)."""
+    points = [r for r in rows if r.get("kind") == "point" and r["r"] == spec.get("rank")]
+    if not points:
+        return ["No run has finished yet."]
+    steps, eps = spec.get("max_iters"), spec.get("eps", 0.0)
+    lo, hi = min(r["kappa"] for r in points), max(r["kappa"] for r in points)
+    parts = []
+    for method in dict.fromkeys(r["method"] for r in points):
+        ends = {r["kappa"]: r for r in points if r["method"] == method}
+        if lo in ends and hi in ends:
+            parts.append(
+                f"{method} {_iters(ends[lo], steps)} at kappa = {lo:g} and "
+                f"{_iters(ends[hi], steps)} at kappa = {hi:g}"
+            )
+    out = [
+        f"Iterations to relative error {eps:g} (r = {spec.get('rank')}): " + "; ".join(parts) + "."
+    ]
+    for r in rows:
+        if r.get("kind") == "claim" and r["claim"].startswith("PrecGD's end points"):
+            runs = [p for p in rows if p.get("kind") == "point" and p["method"] == "precgd"]
+            n = sum(p["seeds"] for p in runs)
+            k = sum(p["certified"] for p in runs)
+            a, b = wilson_interval(k, n)
+            out.append(
+                f"The duality-gap certificate proves {k} of {n} PrecGD end points within "
+                f"eps·|M*|² of the global optimum (share {share(k / n, a, b)})."
+            )
+    return out
+
+
 def claims(rows: Rows, spec: dict[str, Any]) -> list[str]:
     """Rows that state a claim (``claim``, ``holds``): whether each held, as measured."""
     stated = [r for r in rows if "claim" in r and "holds" in r]
@@ -273,6 +369,9 @@ FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
     "minima-census": minima_census,
     "lottery": lottery,
     "ticket-perturbation": ticket_perturbation,
+    "implicit-acceleration": implicit_acceleration,
+    "catapult": catapult,
+    "matrix-sensing": matrix_sensing,
 }
 """The findings of each experiment, by name: ``(summary rows, plain spec) -> sentences``."""
 

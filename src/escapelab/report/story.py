@@ -39,6 +39,23 @@ QUESTIONS: dict[str, str] = {
         "initialization? The literal lottery picture says yes; the escape picture says the rest "
         "of the network matters. (E3)"
     ),
+    "implicit-acceleration": (
+        "Does overparameterizing by depth speed up gradient descent on a convex problem — l4 "
+        "regression solved by depth-2 and depth-3 linear networks against GD and adaptive "
+        "methods at their best learning rates — and does the paper's end-to-end update rule "
+        "(depth as a preconditioner) describe the trained factors? (Arora, Cohen & Hazan 2018)"
+    ),
+    "catapult": (
+        "How does gradient descent on a wide two-layer network behave as the learning rate "
+        "grows past 2 / lambda0: lazy, catapult (the loss rises, the curvature falls below "
+        "2 / eta) or divergent, and where are the edges? (Lewkowycz et al. 2020)"
+    ),
+    "matrix-sensing": (
+        "Does a preconditioner make overparameterized low-rank matrix sensing insensitive to the "
+        "condition number and to the search rank — GD against ScaledGD(lambda) and PrecGD — and "
+        "can the end point be certified globally optimal? (Xu et al. 2023; Zhang, Fattahi & "
+        "Zhang 2023)"
+    ),
 }
 """The question each experiment answers, by experiment name."""
 
