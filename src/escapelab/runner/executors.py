@@ -318,7 +318,9 @@ class DaskCluster:
         if len(given) > 1:
             names = {"scheduler": "--scheduler", "workers": "--dask-workers", "slurm": "--slurm"}
             raise SpecError(
-                names[given[1]], f"give only one of --scheduler, --dask-workers, --slurm ({given})"
+                names[given[1]],
+                f"give only one of --scheduler, --dask-workers, --slurm (got {names[given[0]]} "
+                f"and {names[given[1]]})",
             )
         if self.scheduler is not None and not _ADDRESS.match(str(self.scheduler)):
             raise SpecError(
@@ -342,13 +344,20 @@ class DaskCluster:
             return None
         return self.workers or os.cpu_count() or 1
 
+    def check_installed(self) -> tuple[Any, Any]:
+        """The modules this cluster needs, ``distributed`` and (for SLURM) ``dask_jobqueue``;
+        a missing one is a one-line :class:`EnvironmentFault` naming the extra to install."""
+        distributed = require("distributed", "dask[distributed]", "--executor dask")
+        if self._slurm is None:
+            return distributed, None
+        return distributed, require("dask_jobqueue", "dask-jobqueue", "a SLURM cluster (--slurm)")
+
     def start(self) -> DaskExecutor:
         """Connect (or start the cluster and connect): a :class:`DaskExecutor`. A missing
         ``distributed`` or ``dask_jobqueue`` is a one-line :class:`EnvironmentFault`."""
-        distributed = require("distributed", "dask[distributed]", "--executor dask")
+        distributed, jobqueue = self.check_installed()
         cluster = None
         if self._slurm is not None:
-            jobqueue = require("dask_jobqueue", "dask-jobqueue", "a SLURM cluster (--slurm)")
             cluster = jobqueue.SLURMCluster(**self._slurm.cluster_kwargs())
             cluster.scale(jobs=self._slurm.jobs)
             where = f"SLURM ({self._slurm.jobs} job(s))"

@@ -222,6 +222,8 @@ def plan(
     if workers < 1:
         raise SpecError("--workers", f"must be >= 1, got {workers}")
     cluster = choose_cluster(executor, workers)
+    if cluster is not None:
+        cluster.check_installed()
     here = cluster is None or cluster.local_workers is not None
     if here:
         device_name = str(resolve_device(device))
