@@ -317,9 +317,11 @@ def run(
     if left:
         db.register(name, spec_data, h, __version__)
 
+    failed_keys: set[str] = set()  # tasks that raised in this run: not run again by it
+
     def next_tasks(n: int) -> tuple[list[Task], int]:
         def todo(taken: set[str]) -> list[Task]:
-            return uncovered_tasks(p.tasks, taken)[0]
+            return uncovered_tasks(p.tasks, taken | failed_keys)[0]
 
         claimed, unstored = db.claim(h, todo, owner, n, lease_s)
         return [
@@ -341,6 +343,7 @@ def run(
         nonlocal ran, failed
         if result.records is None:
             db.save_failure(h, result.key, result.error or "", result.wall_time, result.worker)
+            failed_keys.add(result.key)
             failed += 1
             bar.set_postfix(failed=failed)
         else:
@@ -381,7 +384,7 @@ def run(
         entry = provenance(p.device, workers, ran, time.perf_counter() - started)
         record(db.root / h, {**entry, "executor": runner.describe() if runner else "local"})
     records = db.records(h) if (left or done_before) else []
-    by_others = len(db.done_keys(h) - done_before) - ran - failed if left else 0
+    by_others = len(db.done_keys(h) - done_before) - ran if left else 0
     summary = p.experiment.summarize(p.spec, records)
     return RunOutcome(
         name,
