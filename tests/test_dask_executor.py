@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 import escapelab  # noqa: E402
 from escapelab.runner.executors import THREAD_ENV, DaskCluster  # noqa: E402
@@ -211,15 +212,19 @@ def test_a_lost_scheduler_stops_the_run_in_one_line_and_a_rerun_resumes(tmp_path
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), **THREAD_ENV}
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--dashboard-address", ":0", "--no-show"],
+        [
+            *(sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"),
+            *("--port", str(port), "--dashboard-address", ":0", "--no-show"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1"]
-        + ["--nworkers", "1", "--no-dashboard"],
+        [
+            *(sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1"),
+            *("--nworkers", "1", "--no-dashboard"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -230,9 +235,11 @@ def test_a_lost_scheduler_stops_the_run_in_one_line_and_a_rerun_resumes(tmp_path
         with distributed.Client(address, timeout=60, set_as_default=False) as c:
             c.wait_for_workers(1, timeout=60)
         driver = subprocess.Popen(
-            [sys.executable, "-m", "escapelab.cli", "run", "width-sweep", "--config"]
-            + [str(config), "--store", str(store), "--no-progress", "--executor", "dask"]
-            + ["--scheduler", address],
+            [
+                *(sys.executable, "-m", "escapelab.cli", "run", "width-sweep", "--config"),
+                *(str(config), "--store", str(store), "--no-progress", "--executor", "dask"),
+                *("--scheduler", address),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -267,9 +274,11 @@ def test_the_cli_starts_a_local_cluster(tmp_path: Path) -> None:
     config.write_text(json.dumps(LOTTERY))
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run(
-        [sys.executable, "-m", "escapelab.cli", "run", "lottery", "--config", str(config)]
-        + ["--store", str(tmp_path / "s"), "--no-progress", "--executor", "dask"]
-        + ["--dask-workers", "2"],
+        [
+            *(sys.executable, "-m", "escapelab.cli", "run", "lottery", "--config", str(config)),
+            *("--store", str(tmp_path / "s"), "--no-progress", "--executor", "dask"),
+            *("--dask-workers", "2"),
+        ],
         env=env,
         capture_output=True,
         text=True,
