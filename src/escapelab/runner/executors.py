@@ -305,12 +305,13 @@ class DaskCluster:
     """How to reach a Dask cluster; exactly one of: ``scheduler`` (the address of a running
     one, ``tcp://HOST:PORT``), ``slurm`` (SLURM jobs, :class:`SlurmConfig` or its mapping) or
     ``workers`` (a ``LocalCluster`` of that many single-threaded worker processes; the
-    default, with the number of CPUs). ``connect_timeout``: seconds to reach a scheduler."""
+    default, with the number of CPUs). ``connect_timeout``: seconds to reach the scheduler,
+    and to reach it again after the connection dropped (then the run stops)."""
 
     scheduler: str | None = None
     workers: int | None = None
     slurm: SlurmConfig | Mapping[str, Any] | None = None
-    connect_timeout: float = 30.0
+    connect_timeout: float = 10.0
     _slurm: SlurmConfig | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -374,6 +375,8 @@ class DaskCluster:
             where = f"LocalCluster ({n} workers)"
         else:
             where = self.scheduler
+        # the driver's client speaks through SchedulerLost, not through log lines
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
         try:
             client = distributed.Client(
                 cluster if cluster is not None else self.scheduler,
@@ -479,11 +482,13 @@ class DaskExecutor(Executor):
         return out
 
     def stop(self) -> None:
-        if self._pending and not self._lost():
-            with suppress(Exception):  # the scheduler may be gone already
+        lost = self._lost()
+        if self._pending and not lost:
+            with suppress(Exception):
                 self.client.cancel(list(self._pending), force=True)
         self._pending.clear()
-        self.close()
+        if not lost:  # a client that lost its scheduler closes itself after reconnect_s
+            self.close()
 
     def close(self) -> None:
         with suppress(Exception):  # closing a client whose scheduler is gone can raise
