@@ -215,3 +215,30 @@ def test_one_gpu_per_worker_when_there_are_several() -> None:
     assert named in ("cuda:0", "cuda:1") and named == worker_device(
         "cuda", "tcp://10.0.0.7:40000", 2
     )
+
+
+def test_a_schema_5_store_gains_the_attempts_log(tmp_path: Path) -> None:
+    """Stores from before the attempts log open, keep their tasks, and log new attempts."""
+    import sqlite3
+
+    from escapelab.runner.store import DB_NAME, SCHEMA_VERSION
+
+    db = Store(tmp_path)
+    db.register("width-sweep", {}, "h", "0.2.0")
+    db.save_task("h", "old", [{"x": 1}], 2.0, "0.2.0")
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.execute("DROP TABLE attempts")
+        conn.execute("PRAGMA user_version = 5")
+    reopened = Store(tmp_path)
+    assert reopened.records("h") == [{"task": "old", "x": 1}]
+    assert reopened.worker_times("h") == {}  # the old task has no attempt logged
+    reopened.save_task("h", "new", [{"x": 2}], 3.0, "0.2.0", worker="w1")
+    reopened.save_failure("h", "bad", "RuntimeError: no", 0.5, worker="w2")
+    assert reopened.worker_times("h") == {"w1": (1, 3.0)}
+    assert [(f.key, f.error, f.worker) for f in reopened.failures("h")] == [
+        ("bad", "RuntimeError: no", "w2")
+    ]
+    reopened.save_task("h", "bad", [{"x": 3}], 1.0, "0.2.0", worker="w1")  # the retry
+    assert reopened.failures("h") == []
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
