@@ -242,3 +242,18 @@ def test_a_schema_5_store_gains_the_attempts_log(tmp_path: Path) -> None:
     assert reopened.failures("h") == []
     with sqlite3.connect(tmp_path / DB_NAME) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+
+
+def test_the_slurm_job_script_asks_for_what_the_section_says() -> None:
+    """dask-jobqueue accepts the arguments and writes them into the job script (no SLURM
+    needed: the script is built, not submitted)."""
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    config = SlurmConfig(
+        cores=4, memory="8GB", walltime="00:30:00", account="lab", job_extra_directives=("-N 1",)
+    )
+    with jobqueue.SLURMCluster(**config.cluster_kwargs()) as cluster:
+        script = cluster.job_script()
+    assert "#SBATCH -A lab" in script and "#SBATCH -t 00:30:00" in script
+    assert "#SBATCH -N 1" in script and "#SBATCH --cpus-per-task=4" in script
+    assert "export OMP_NUM_THREADS=1" in script
+    assert "--nworkers 4" in script and "--nthreads 1" in script
