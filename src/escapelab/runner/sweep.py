@@ -354,12 +354,14 @@ def run(
         bar.update()
 
     runner: Executor | None = None
+    completed = False
     try:
         with _signals_interrupt():
             if left:
                 keeper.start()
                 runner = _start_executor(p, workers)
                 _drive(runner, name, spec_data, p.device, next_tasks, save)
+        completed = True
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         stored = len(db.done_keys(h)) if db.path.exists() else 0
@@ -373,8 +375,8 @@ def run(
     finally:
         keeper.stopped.set()
         bar.close()
-        if runner is not None:
-            runner.stop()
+        if runner is not None:  # done: release the workers; otherwise drop their work now
+            runner.close() if completed else runner.stop()
         if left:
             with suppress(Exception):
                 db.release(h, owner)
