@@ -9,6 +9,9 @@ exits with a documented code, never a traceback (``escapelab --debug ...`` or
   <what is allowed>``, before anything is written to the store;
 * 3 -- a fault of the environment (read-only or full disk, permissions, a damaged store, a
   missing optional package, out of memory): ``error: <path or thing>: <problem>; <what to do>``;
+* 4 -- the run ended, but some of its tasks raised: each is logged with its error in the
+  store (``escapelab show``), the report covers the rest, and rerunning the command retries
+  only the failed tasks;
 * 130 / 143 -- stopped by Ctrl-C / SIGTERM: what was saved and how to resume;
 * 1 -- a bug in escapelab (an unexpected exception), with a request to rerun with --debug.
 """
@@ -35,14 +38,21 @@ from escapelab.config import (
     parse_sequence,
     science,
 )
-from escapelab.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, one_line, user_message
+from escapelab.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERNAL,
+    EXIT_TASKS_FAILED,
+    one_line,
+    user_message,
+)
 from escapelab.experiments import EXPERIMENTS, get_experiment
 from escapelab.presets import available, load_preset, preset_spec
 from escapelab.report.tables import markdown_table
 from escapelab.runner.budget import format_size, parse_size
+from escapelab.runner.executors import DaskCluster, SlurmConfig
 from escapelab.runner.repair import check_store, recover_store
 from escapelab.runner.store import Store, export_records
-from escapelab.runner.sweep import plan, prepare, run, write_outputs
+from escapelab.runner.sweep import EXECUTORS, open_failures, plan, prepare, run, write_outputs
 
 # bounds of `escapelab counts`: its work grows as max_width^3 (2 s at 200 on one core)
 MAX_COUNT_WIDTH = 200
@@ -133,6 +143,7 @@ def _run_and_report(
     out: Path | None,
     progress: bool,
     max_memory: str | None,
+    executor: str | DaskCluster = "local",
 ) -> None:
     limit = parse_size(max_memory) if max_memory else None
     outcome = run(
@@ -143,6 +154,7 @@ def _run_and_report(
         device=device,
         progress=progress,
         max_memory=limit,
+        executor=executor,
     )
     report = write_outputs(outcome, out)
     shared = (
@@ -154,6 +166,37 @@ def _run_and_report(
     )
     click.echo(markdown_table(outcome.summary))
     click.echo(f"report: {report}")
+    if outcome.failures:
+        first = outcome.failures[0]
+        click.echo(
+            one_line(
+                f"error: {len(outcome.failures)} task(s) failed and are not stored (first: "
+                f"{first.key}: {first.error}); `escapelab show {outcome.spec_hash[:8]}` lists "
+                "them; rerun the same command to retry only those"
+            ),
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_TASKS_FAILED)
+
+
+def _cluster(
+    executor: str, scheduler: str | None, dask_workers: int | None, slurm: Path | None
+) -> str | DaskCluster:
+    """The executor the run options name (validated: the Dask options need --executor dask)."""
+    if executor != "dask":
+        for option, value in (
+            ("--scheduler", scheduler),
+            ("--dask-workers", dask_workers),
+            ("--slurm", slurm),
+        ):
+            if value is not None:
+                raise SpecError(option, "needs --executor dask")
+        return executor
+    return DaskCluster(
+        scheduler=scheduler,
+        workers=dask_workers,
+        slurm=SlurmConfig.from_file(slurm) if slurm is not None else None,
+    )
 
 
 @click.group(cls=EscapelabCLI, context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,8 +208,9 @@ def main(debug: bool) -> None:
     \b
     Exit codes: 0 done; 2 bad input (one line names the field and what is allowed);
     3 a fault of the environment (disk full or read-only, permissions, damaged store,
-    missing package, out of memory); 130 / 143 stopped by Ctrl-C / SIGTERM (finished
-    tasks are kept: rerun to resume); 1 a bug (rerun with --debug and report it)."""
+    missing package, out of memory, a lost Dask scheduler); 4 some tasks raised (each is
+    logged with its error; rerun to retry only those); 130 / 143 stopped by Ctrl-C / SIGTERM
+    (finished tasks are kept: rerun to resume); 1 a bug (rerun with --debug and report it)."""
 
 
 @main.command("run")
@@ -200,6 +244,32 @@ def main(debug: bool) -> None:
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default="local",
+    show_default=True,
+    help="Where tasks run: local processes (--workers) or a Dask cluster (--scheduler, "
+    "--dask-workers or --slurm; needs escapelab[dask]).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="With --executor dask: the address of a running Dask scheduler (tcp://HOST:PORT).",
+)
+@click.option(
+    "--dask-workers",
+    type=click.IntRange(min=1),
+    help="With --executor dask: a Dask LocalCluster of N single-threaded worker processes "
+    "(default when no --scheduler or --slurm: one per CPU).",
+)
+@click.option(
+    "--slurm",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="With --executor dask: SLURM jobs through dask-jobqueue, from the [slurm] section of "
+    "FILE (cores, memory, walltime, jobs, processes, queue, account, job_extra_directives).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write figures and tables (default: <store>/<hash>/).",
@@ -219,6 +289,10 @@ def run_cmd(
     assignments: tuple[str, ...],
     workers: int,
     device: str,
+    executor: str,
+    scheduler: str | None,
+    dask_workers: int | None,
+    slurm: Path | None,
     out: Path | None,
     no_progress: bool,
     dry_run: bool,
@@ -228,12 +302,14 @@ def run_cmd(
     """Run EXPERIMENT (resuming what the store already holds) and write its report.
 
     Several processes may run the same spec on one store: they share the tasks. The spec is
-    the preset, overridden by the config file, overridden by --set."""
+    the preset, overridden by the config file, overridden by --set. With --executor dask the
+    tasks run on a Dask cluster; this process alone writes the store either way."""
     data = preset_spec(preset, experiment) if preset else {}
     data = merge(data, load_config_file(config_file) if config_file else {})
     data = merge(data, parse_assignments(assignments))
     limit = parse_size(max_memory) if max_memory else None
-    checked = plan(experiment, data, workers, device, limit)  # before touching the store
+    cluster = _cluster(executor, scheduler, dask_workers, slurm)
+    checked = plan(experiment, data, workers, device, limit, cluster)  # before the store
     if dry_run:
         need = checked.memory
         memory = (
@@ -246,7 +322,9 @@ def run_cmd(
             f"{checked.device}; {memory}; nothing written"
         )
         return
-    _run_and_report(experiment, data, store, workers, device, out, not no_progress, max_memory)
+    _run_and_report(
+        experiment, data, store, workers, device, out, not no_progress, max_memory, cluster
+    )
 
 
 @main.command()
@@ -357,6 +435,19 @@ def show(hash_prefix: str, store: Path) -> None:
     click.echo(f"named by (its fields that differ from the defaults): {json.dumps(science(spec))}")
     click.echo(json.dumps(row.spec, indent=2))
     click.echo(markdown_table(exp.summarize(spec, db.records(row.hash))))
+    times = db.worker_times(row.hash)
+    if times:
+        click.echo("wall time per worker (tasks, seconds):")
+        click.echo(
+            markdown_table(
+                [{"worker": w, "tasks": n, "seconds": round(t, 2)} for w, (n, t) in times.items()]
+            )
+        )
+    failures = open_failures(db, row.hash, exp.tasks(spec))
+    if failures:
+        click.echo(f"{len(failures)} task(s) failed and are not stored (a rerun retries them):")
+        for failure in failures:
+            click.echo(f"  {failure.key} on {failure.worker}: {failure.error}")
 
 
 @main.command()

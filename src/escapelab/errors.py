@@ -20,6 +20,7 @@ from pathlib import Path
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_INTERNAL = 1
+EXIT_TASKS_FAILED = 4  # the run ended; some tasks raised (logged, retried by a rerun)
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 

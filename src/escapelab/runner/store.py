@@ -38,8 +38,9 @@ DB_NAME = "escapelab.sqlite"
 # 2: unambiguous record fields (RENAMED_FIELDS); 3: stored specs pin the value of fields added
 # with a default that changes their meaning (PINNED_FIELDS); 4: the claims table (concurrent
 # runs on one store share the tasks); 5: teacher-student runs from before certification by
-# default get ``train.certify_rounds = 0`` (CERTIFY_PIN) and are renamed by their science
-SCHEMA_VERSION = 5
+# default get ``train.certify_rounds = 0`` (CERTIFY_PIN) and are renamed by their science;
+# 6: the attempts table (which worker ran each task, its wall time there, failures with errors)
+SCHEMA_VERSION = 6
 
 # Record fields renamed in schema 2, by experiment: ``level`` meant the pruning round in IMP
 # records and the ticket kind (neuron or weight) in ticket-perturbation records.
@@ -93,6 +94,15 @@ CREATE TABLE IF NOT EXISTS claims (
     expires REAL NOT NULL,
     PRIMARY KEY (hash, key)
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    hash TEXT NOT NULL,
+    key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    wall_time REAL NOT NULL,
+    error TEXT,
+    finished REAL NOT NULL
+);
 """
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
@@ -117,6 +127,18 @@ class HashMigration:
     experiment: str
     status: Literal["renamed", "kept", "unbuildable", "unchanged"]
     message: str = ""
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task's failed attempt: its key, the one-line error, the worker that ran it, the
+    seconds it ran before failing and when it failed (Unix time)."""
+
+    key: str
+    error: str
+    worker: str
+    wall_time: float
+    finished: float
 
 
 @dataclass(frozen=True)
@@ -365,15 +387,59 @@ class Store:
         records: list[dict[str, Any]],
         wall_time: float,
         version: str,
+        worker: str = "",
     ) -> None:
         """Store one finished task and all its records in a single transaction, which also ends
-        the task's claim (:meth:`claim`)."""
+        the task's claim (:meth:`claim`) and logs the attempt: ``worker`` (who ran it) and
+        ``wall_time`` (seconds it took there)."""
+        now = time.time()
         with self._connect(write=True) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO tasks VALUES (?, ?, 'done', ?, ?, ?, ?)",
-                (spec_hash, key, json.dumps(records), wall_time, time.time(), version),
+                (spec_hash, key, json.dumps(records), wall_time, now, version),
+            )
+            conn.execute(
+                "INSERT INTO attempts VALUES (?, ?, 'done', ?, ?, NULL, ?)",
+                (spec_hash, key, worker, wall_time, now),
             )
             conn.execute("DELETE FROM claims WHERE hash = ? AND key = ?", (spec_hash, key))
+
+    def save_failure(
+        self, spec_hash: str, key: str, error: str, wall_time: float, worker: str = ""
+    ) -> None:
+        """Log a task that raised (its one-line ``error``) and end its claim, in one
+        transaction; the task stays unstored, so the next run of the spec retries it."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "INSERT INTO attempts VALUES (?, ?, 'failed', ?, ?, ?, ?)",
+                (spec_hash, key, worker, wall_time, error, time.time()),
+            )
+            conn.execute("DELETE FROM claims WHERE hash = ? AND key = ?", (spec_hash, key))
+
+    def failures(self, spec_hash: str) -> list[TaskFailure]:
+        """The latest failed attempt of every task key of an experiment that is not stored
+        (a key stored since, by a retry, is left out), oldest first."""
+        if not self.path.exists():
+            return []
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT a.key, a.error, a.worker, a.wall_time, MAX(a.finished) FROM attempts a "
+                "WHERE a.hash = ? AND a.status = 'failed' AND a.key NOT IN "
+                "(SELECT key FROM tasks WHERE hash = ?) GROUP BY a.key ORDER BY 5",
+                (spec_hash, spec_hash),
+            ).fetchall()
+        return [TaskFailure(*row) for row in rows]
+
+    def worker_times(self, spec_hash: str) -> dict[str, tuple[int, float]]:
+        """Per worker: how many tasks of the experiment it finished and their total wall time
+        in seconds (from the attempts log; tasks stored before schema 6 are not in it)."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT worker, COUNT(*), SUM(wall_time) FROM attempts "
+                "WHERE hash = ? AND status = 'done' GROUP BY worker ORDER BY worker",
+                (spec_hash,),
+            ).fetchall()
+        return {worker: (count, total) for worker, count, total in rows}
 
     def claim(
         self,

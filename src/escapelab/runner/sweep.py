@@ -11,12 +11,11 @@ blocks of another; see :func:`uncovered_tasks`.
 
 from __future__ import annotations
 
-import multiprocessing
+import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,17 +27,29 @@ from tqdm.auto import tqdm
 from escapelab import __version__
 from escapelab.atomic import staged_dir
 from escapelab.config import SpecError, build, spec_hash, to_dict
-from escapelab.errors import RunInterrupted
+from escapelab.errors import EnvironmentFault, RunInterrupted, one_line
 from escapelab.experiments import get_experiment
 from escapelab.experiments.base import Task, resolve_device, seed_block_key, seed_range
 from escapelab.runner.budget import MemoryNeed, check_memory
-from escapelab.runner.store import Store, new_owner
+from escapelab.runner.executors import (
+    DaskCluster,
+    Executor,
+    InlineExecutor,
+    PoolExecutor,
+    SchedulerLost,
+    TaskCall,
+    TaskResult,
+    local_worker_name,
+)
+from escapelab.runner.store import Store, TaskFailure, new_owner
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     """What a run produced: the spec's hash, all its records and what this call did
-    (``tasks_by_others``: tasks of this run stored meanwhile by another process on the store)."""
+    (``tasks_by_others``: tasks of this run stored meanwhile by another process on the store;
+    ``failures``: the tasks of the run that raised and are still not stored, each with its
+    error -- running the spec again retries exactly those)."""
 
     experiment: str
     spec_hash: str
@@ -49,6 +60,7 @@ class RunOutcome:
     tasks_skipped: int
     store: Path
     tasks_by_others: int = 0
+    failures: tuple[TaskFailure, ...] = ()
 
 
 def _gaps(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -109,12 +121,6 @@ def uncovered_tasks(tasks: list[Task], done: set[str]) -> tuple[list[Task], int]
     return todo, skipped
 
 
-def _worker_init() -> None:
-    """A pool worker: one thread, and deaf to Ctrl-C (the driver stops it, without tracebacks)."""
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _run_one(
     name: str, spec_data: dict[str, Any], task: Task, device: str
 ) -> tuple[str, list[dict[str, Any]], float]:
@@ -124,6 +130,36 @@ def _run_one(
     start = time.perf_counter()
     records = exp.run_task(spec, task, resolve_device(device))
     return task.key, records, time.perf_counter() - start
+
+
+def _environment_fault(err: BaseException) -> bool:
+    """Whether a task's exception is a fault of the machine or the input (disk, memory, the
+    device, a bad spec) that every other task would hit too: such a fault stops the run, as
+    a plain error of one task does not."""
+    return isinstance(err, (OSError, MemoryError, EnvironmentFault, SpecError)) or (
+        type(err).__name__ == "OutOfMemoryError"
+    )
+
+
+def attempt(call: TaskCall, threads: int | None = None, worker: str | None = None) -> TaskResult:
+    """Run one task wherever the executor put it: its records, or the one-line error it raised.
+
+    A task that raises is a recorded outcome (the run goes on without it, and the next run of
+    the spec retries it), except for faults of the environment (:func:`_environment_fault`),
+    which propagate and stop the run. ``threads``: torch's intra-op threads for this worker;
+    ``worker``: its name in the attempts log (default host:pid)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    name = worker or local_worker_name()
+    start = time.perf_counter()
+    try:
+        key, records, wall = _run_one(call.experiment, call.spec, call.task, call.device)
+    except Exception as err:
+        if _environment_fault(err):
+            raise
+        message = one_line(f"{type(err).__name__}: {err}")
+        return TaskResult(call.task.key, None, time.perf_counter() - start, name, message)
+    return TaskResult(key, records, wall, name)
 
 
 def prepare(name: str, spec: Mapping[str, Any] | object | None) -> tuple[Any, Any, str]:
@@ -139,7 +175,8 @@ def prepare(name: str, spec: Mapping[str, Any] | object | None) -> tuple[Any, An
 @dataclass(frozen=True)
 class Plan:
     """A validated run, before anything is written: the spec, its tasks, the memory one task
-    is estimated to need (None when not estimated) and the device."""
+    is estimated to need (None when not estimated), the device and, for a Dask run, the
+    cluster to reach (None: local processes)."""
 
     experiment: Any
     spec: Any
@@ -147,6 +184,24 @@ class Plan:
     tasks: list[Task]
     memory: MemoryNeed | None
     device: str
+    cluster: DaskCluster | None = None
+
+
+EXECUTORS = ("local", "dask")
+_DEVICE_NAME = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+def choose_cluster(executor: str | DaskCluster, workers: int = 1) -> DaskCluster | None:
+    """The Dask cluster an ``executor`` choice names: None for ``"local"`` (processes of this
+    machine), a LocalCluster of ``workers`` processes for ``"dask"``, or the given
+    :class:`~escapelab.runner.executors.DaskCluster`."""
+    if isinstance(executor, DaskCluster):
+        return executor
+    if executor == "local":
+        return None
+    if executor == "dask":
+        return DaskCluster(workers=workers)
+    raise SpecError("--executor", f"must be one of {', '.join(EXECUTORS)}; got {executor!r}")
 
 
 def plan(
@@ -155,17 +210,31 @@ def plan(
     workers: int = 1,
     device: str = "auto",
     max_memory: int | None = None,
+    executor: str | DaskCluster = "local",
 ) -> Plan:
-    """Everything :func:`run` checks before it touches the store: the spec, the device (one of
-    those torch offers), the task count (``MAX_TASKS``) and the memory that ``workers`` tasks at
-    once need against ``max_memory`` bytes (default: what the system has available). Raises
-    SpecError naming the field at fault."""
+    """Everything :func:`run` checks before it touches the store: the spec, the executor, the
+    device (one of those torch offers here; for a cluster elsewhere only its name, the workers
+    resolve it), the task count (``MAX_TASKS``) and the memory that the tasks running at once
+    on this machine need against ``max_memory`` bytes (default: what the system has
+    available; for a cluster elsewhere only against an explicit ``max_memory``, per task).
+    Raises SpecError naming the field at fault."""
     exp, spec_obj, h = prepare(name, spec)
     if workers < 1:
         raise SpecError("--workers", f"must be >= 1, got {workers}")
-    device_name = str(resolve_device(device))
-    memory = check_memory(spec_obj, workers, max_memory)
-    return Plan(exp, spec_obj, h, exp.tasks(spec_obj), memory, device_name)
+    cluster = choose_cluster(executor, workers)
+    if cluster is not None:
+        cluster.check_installed()
+    here = cluster is None or cluster.local_workers is not None
+    if here:
+        device_name = str(resolve_device(device))
+        at_once = workers if cluster is None else cluster.local_workers
+        memory = check_memory(spec_obj, at_once or 1, max_memory)
+    else:
+        device_name = str(device).strip().lower()
+        if not _DEVICE_NAME.match(device_name):
+            raise SpecError("--device", f"must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
+        memory = check_memory(spec_obj, 1, max_memory) if max_memory else None
+    return Plan(exp, spec_obj, h, exp.tasks(spec_obj), memory, device_name, cluster)
 
 
 class _LeaseKeeper(threading.Thread):
@@ -201,17 +270,6 @@ def _signals_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool now: cancel what has not started, terminate the worker processes (the
-    children multiprocessing started for it), drop what they were computing."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for child in multiprocessing.active_children():
-        child.terminate()
-    for child in multiprocessing.active_children():
-        child.join(timeout=2)
-    pool.shutdown(wait=True)  # the pool's threads and queues close, nothing leaks
-
-
 def run(
     name: str,
     spec: Mapping[str, Any] | object | None = None,
@@ -221,6 +279,7 @@ def run(
     progress: bool = True,
     max_memory: int | None = None,
     lease_s: float = 60.0,
+    executor: str | DaskCluster = "local",
 ) -> RunOutcome:
     """Run experiment ``name`` with ``spec`` (dict or spec object), resuming from ``store``.
 
@@ -228,6 +287,16 @@ def run(
     ``tasks_run`` counts the tasks actually run (a planned task partly stored runs as the pieces
     it lacks) and ``tasks_skipped`` the planned tasks stored in full. Nothing is written before
     :func:`plan` accepts the spec.
+
+    ``executor``: ``"local"`` (default: the driver's process for ``workers=1``, else a pool of
+    ``workers`` processes), ``"dask"`` (a Dask ``LocalCluster`` of ``workers`` processes) or a
+    :class:`~escapelab.runner.executors.DaskCluster` (a running scheduler, a LocalCluster or
+    SLURM jobs). Whatever computes the tasks, this process alone writes the store, one
+    transaction per finished task, and logs which worker ran each task and its wall time there
+    (:meth:`Store.worker_times`). A task that raises is logged with its error
+    (``RunOutcome.failures``) and the others go on; the next run of the spec retries only the
+    failed ones. A fault of the environment in a task (disk, memory, a lost Dask scheduler)
+    stops the run with every finished task stored.
 
     Several processes may run the same spec on the same store at once: each claims its tasks in
     the store (:meth:`Store.claim`, a lease of ``lease_s`` seconds renewed while it works), so
@@ -239,7 +308,7 @@ def run(
     terminated, claims released), every finished task stays stored, and
     :class:`~escapelab.errors.RunInterrupted` says so.
     """
-    p = plan(name, spec, workers, device, max_memory)
+    p = plan(name, spec, workers, device, max_memory, executor)
     h, db = p.spec_hash, Store(store)
     spec_data = to_dict(p.spec)
     done_before = db.done_keys(h)
@@ -248,9 +317,11 @@ def run(
     if left:
         db.register(name, spec_data, h, __version__)
 
+    failed_keys: set[str] = set()  # tasks that raised in this run: not run again by it
+
     def next_tasks(n: int) -> tuple[list[Task], int]:
         def todo(taken: set[str]) -> list[Task]:
-            return uncovered_tasks(p.tasks, taken)[0]
+            return uncovered_tasks(p.tasks, taken | failed_keys)[0]
 
         claimed, unstored = db.claim(h, todo, owner, n, lease_s)
         return [
@@ -266,29 +337,31 @@ def run(
         unit="task",
     )
     keeper = _LeaseKeeper(db, h, owner, lease_s)
-    ran = 0
+    ran, failed = 0, 0
 
-    def save(key: str, records: list[dict[str, Any]], wall: float) -> None:
-        nonlocal ran
-        db.save_task(h, key, records, wall, __version__)
-        ran += 1
+    def save(result: TaskResult) -> None:
+        nonlocal ran, failed
+        if result.records is None:
+            db.save_failure(h, result.key, result.error or "", result.wall_time, result.worker)
+            failed_keys.add(result.key)
+            failed += 1
+            bar.set_postfix(failed=failed)
+        else:
+            db.save_task(
+                h, result.key, result.records, result.wall_time, __version__, result.worker
+            )
+            ran += 1
         bar.update()
 
+    runner: Executor | None = None
+    completed = False
     try:
         with _signals_interrupt():
             if left:
                 keeper.start()
-            if left and workers == 1:
-                while True:
-                    batch, unstored = next_tasks(1)
-                    if not batch:
-                        if not unstored:
-                            break
-                        time.sleep(_POLL_S)  # the rest is claimed by another process
-                        continue
-                    save(*_run_one(name, spec_data, batch[0], p.device))
-            elif left:
-                _run_pool(p, name, spec_data, workers, next_tasks, save)
+                runner = _start_executor(p, workers)
+                _drive(runner, name, spec_data, p.device, next_tasks, save)
+        completed = True
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         stored = len(db.done_keys(h)) if db.path.exists() else 0
@@ -297,52 +370,90 @@ def run(
             f"{db.root}; tasks in flight were dropped; rerun the same command to resume",
             signum,
         ) from None
+    except SchedulerLost as err:
+        raise SchedulerLost(err.address, f"{ran} task(s) of this run stored") from None
     finally:
         keeper.stopped.set()
         bar.close()
+        if runner is not None:  # done: release the workers; otherwise drop their work now
+            runner.close() if completed else runner.stop()
         if left:
             with suppress(Exception):
                 db.release(h, owner)
     if ran:
         from escapelab.report.provenance import provenance, record
 
-        record(db.root / h, provenance(p.device, workers, ran, time.perf_counter() - started))
+        entry = provenance(p.device, workers, ran, time.perf_counter() - started)
+        record(db.root / h, {**entry, "executor": runner.describe() if runner else "local"})
     records = db.records(h) if (left or done_before) else []
     by_others = len(db.done_keys(h) - done_before) - ran if left else 0
     summary = p.experiment.summarize(p.spec, records)
-    return RunOutcome(name, h, p.spec, records, summary, ran, skipped, db.root, max(by_others, 0))
+    return RunOutcome(
+        name,
+        h,
+        p.spec,
+        records,
+        summary,
+        ran,
+        skipped,
+        db.root,
+        max(by_others, 0),
+        tuple(open_failures(db, h, p.tasks)),
+    )
+
+
+def open_failures(db: Store, spec_hash: str, tasks: list[Task]) -> list[TaskFailure]:
+    """The logged failures of a run whose seeds are still not all stored (a failed block
+    stored since in blocks of another size is no longer a failure)."""
+    failures = db.failures(spec_hash)
+    if not failures:
+        return []
+    done = db.done_keys(spec_hash)
+    still = []
+    for failure in failures:
+        parsed = seed_range(failure.key)
+        probe = Task(failure.key, {"lo": parsed[1], "hi": parsed[2]} if parsed else {})
+        if uncovered_tasks([probe], done)[0]:
+            still.append(failure)
+    return still
 
 
 # how often a run with nothing to claim looks again for the tasks another process holds
 _POLL_S = 0.5
 
 
-def _run_pool(
-    p: Plan,
+def _start_executor(p: Plan, workers: int) -> Executor:
+    """The executor of a plan: the driver itself (one local worker), a local process pool,
+    or a Dask cluster (connected, or started, now)."""
+    if p.cluster is not None:
+        return p.cluster.start()
+    return InlineExecutor() if workers == 1 else PoolExecutor(workers)
+
+
+def _drive(
+    runner: Executor,
     name: str,
     spec_data: dict[str, Any],
-    workers: int,
+    device: str,
     next_tasks: Callable[[int], tuple[list[Task], int]],
-    save: Callable[[str, list[dict[str, Any]], float], None],
+    save: Callable[[TaskResult], None],
 ) -> None:
-    """The claim-run-store loop over a pool of ``workers`` processes (``save`` stores one)."""
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
-    try:
-        pending: set[Future] = set()
-        while True:
-            if len(pending) < workers:
-                batch, unstored = next_tasks(workers - len(pending))
-                pending |= {pool.submit(_run_one, name, spec_data, t, p.device) for t in batch}
-                if not pending and not unstored:
-                    break
-            finished, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                save(*fut.result())
-    except BaseException:
-        _stop_workers(pool)
-        raise
-    pool.shutdown(wait=True)
+    """The claim-submit-store loop: keep ``runner.slots`` tasks claimed and submitted, store
+    each result as it comes (``save``), until no task of the run is unstored; when the tasks
+    left are claimed by another process, poll until it stores them (or its claims die)."""
+    while True:
+        free = runner.slots - runner.in_flight
+        if free > 0:
+            batch, unstored = next_tasks(free)
+            for task in batch:
+                runner.submit(attempt, TaskCall(name, spec_data, task, device))
+            if not runner.in_flight:
+                if not unstored:
+                    return
+                time.sleep(_POLL_S)  # the rest is claimed by another process
+                continue
+        for result in runner.results(timeout=_POLL_S):
+            save(result)
 
 
 def write_outputs(outcome: RunOutcome, out_dir: str | Path | None = None) -> Path:
