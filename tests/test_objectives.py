@@ -148,7 +148,7 @@ def test_kernel_choice_is_validated_and_missing_numba_falls_back_with_one_notice
     x, y = _data(arch, 40, seed=1)
     with pytest.raises(ValueError, match="kernel must be one of auto, numba, torch"):
         DataObjective(arch, x, y, kernel="cuda")
-    monkeypatch.setattr(shallow_kernel, "numba", None)
+    monkeypatch.setattr(shallow_kernel, "available", lambda: False)
     monkeypatch.setattr(shallow_kernel, "_notice_given", False)
     with pytest.raises(ValueError, match="needs numba"):
         DataObjective(arch, x, y, kernel="numba")
