@@ -333,7 +333,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--processes", type=int, default=6, help="fresh processes per kernel")
     parser.add_argument("--loop-members", type=int, default=32, help="students the loop trains")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for torch, Numba and XLA (default: torch's); 1 keeps OpenMP spin-waits of "
+        "an overloaded shared machine out of the numbers",
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_cpu_multi_thread_eigen={'false' if args.threads == 1 else 'true'}"
+            + f" intra_op_parallelism_threads={args.threads}"
+        ).strip()
     work = Workload(members=32, steps=50) if args.quick else Workload()
     problem = make_problem(work)
     load0 = os.getloadavg()
@@ -345,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "workload": {**asdict(work), "n_params": work.arch.n_params},
         "load_average_at_start": load0,
+        "threads": torch.get_num_threads(),
     }
     if not args.skip_training:
         loop_members = min(args.loop_members, work.members)
