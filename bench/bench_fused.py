@@ -334,6 +334,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--processes", type=int, default=6, help="fresh processes per kernel")
     parser.add_argument("--loop-members", type=int, default=32, help="students the loop trains")
     parser.add_argument(
+        "--steps", type=int, default=None, help="Adam steps (default: the issue's 500)"
+    )
+    parser.add_argument(
+        "--sizes", default="16,64,256,1024", help="ensemble sizes of the E-scaling study"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -349,6 +355,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             + f" intra_op_parallelism_threads={args.threads}"
         ).strip()
     work = Workload(members=32, steps=50) if args.quick else Workload()
+    if args.steps is not None:
+        work = Workload(**{**asdict(work), "steps": args.steps})
     problem = make_problem(work)
     load0 = os.getloadavg()
     report: dict[str, Any] = {
@@ -364,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_training:
         loop_members = min(args.loop_members, work.members)
         report["training"] = bench_training(problem, work, args.rounds, loop_members)
-    sizes = [16, 64] if args.quick else [16, 64, 256, 1024]
+    sizes = [16, 64] if args.quick else [int(v) for v in args.sizes.split(",")]
     report["scaling"] = bench_scaling(problem, work, sizes, rounds=2)
     report["memory"] = bench_memory([64, 256] if args.quick else [64, 256, 1024])
     report["slow_mode"] = bench_slow_mode(2 if args.quick else args.processes)

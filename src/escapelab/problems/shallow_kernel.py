@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import threading
 import warnings
 
 import torch
@@ -50,6 +52,8 @@ ACTIVATION_CODES: dict[str, int] = {
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 BLOCK = 256  # samples per block: (3 width + out + d) * BLOCK values of scratch, in L1/L2
 _notice_given = False
+# Numba's "workqueue" pool is not re-entrant: calls from several Python threads take turns
+_kernel_lock = threading.Lock()
 
 
 @functools.cache
@@ -108,28 +112,36 @@ def loss_and_grad(
         raise RuntimeError("the fused kernel needs numba (pip install numba)")
     import numba
 
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # Numba's OpenMP layer (its default here) brings a second OpenMP runtime whose idle
+        # threads kept a core busy after every kernel call and slowed the torch ops that
+        # follow in the same process ~10x on 2 cores (measured: 5 torch-path evaluations took
+        # 5.2 s of CPU after one kernel call, 0.27 s with "workqueue"); the plain pthread pool
+        # has no such threads. Takes effect if no parallel Numba code ran in this process yet.
+        numba.config.THREADING_LAYER = "workqueue"
     from escapelab.problems.shallow_numba import kernel
 
     theta = theta.detach().contiguous()
     n_members, n = theta.shape[0], x_t.shape[1]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
     splits = _splits(n_members, n, threads)
     loss = torch.empty(n_members * splits, dtype=theta.dtype)
     grad = torch.zeros(n_members * splits, theta.shape[1] if with_grad else 1, dtype=theta.dtype)
-    kernel(
-        theta.numpy(),
-        x_t.numpy(),
-        y_t.numpy(),
-        arch.widths[0],
-        *_offsets(arch),
-        ACTIVATION_CODES[arch.activation],
-        with_grad,
-        splits,
-        BLOCK,
-        loss.numpy(),
-        grad.numpy(),
-    )
+    with _kernel_lock:
+        numba.set_num_threads(threads)
+        kernel(
+            theta.numpy(),
+            x_t.numpy(),
+            y_t.numpy(),
+            arch.widths[0],
+            *_offsets(arch),
+            ACTIVATION_CODES[arch.activation],
+            with_grad,
+            splits,
+            BLOCK,
+            loss.numpy(),
+            grad.numpy(),
+        )
     loss = loss.view(n_members, splits).sum(1) / n
     if not with_grad:
         return loss, None
