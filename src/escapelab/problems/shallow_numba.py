@@ -91,6 +91,8 @@ def _exp_impl(x):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------------ activations
 
 
+# error_model="numpy": Numba's default ("python") checks every division for zero to raise
+# ZeroDivisionError, which keeps LLVM from vectorising the loops (measured 5x slower for tanh)
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _activate(code, z, h, slope, rows, cols):  # type: ignore[no-untyped-def]
     """h = sigma(z), slope = sigma'(z) on the block z[:rows, :cols]."""
