@@ -13,6 +13,16 @@ then ``torch.linalg.eigvalsh``, timed separately after one warm-up of each. Memb
 cross-checked against ``curvature.exact_hessian`` of an equivalent ``torch.nn`` model, whose own
 time is recorded as the generic per-model cost.
 
+Part 3 (``vs_pyhessian``, issue 15): the same MLP and data against PyHessian (Yao et al. 2020,
+``pip install pyhessian``; its single-batch mode keeps the gradient's graph, as escapelab's
+``reuse_graph`` now does). Top-5 eigenvalues: PyHessian's power iteration with deflation at its
+default tolerance 1e-3 and at 1e-6, against ``lanczos_eigs`` at tol = 1e-3, 1e-6, 1e-10 and 0
+(machine precision; the reference values), and tol = 0 without the kept graph (the code before
+issue 15). Trace: PyHessian's Hutchinson (default tol 1e-3, up to 100 probes) against
+``hutchinson_trace`` with the stopping rule (rel_tol 1e-2, at least 10 probes) and a 400-probe
+reference. PyHessian draws float32 vectors unless torch's default dtype is float64, so it is
+set to float64 around PyHessian's calls. If PyHessian is not installed the part says so.
+
 The CPU may be shared, so every timing carries the 1-minute load average read just before it.
 Run ``OPENBLAS_NUM_THREADS=1 python bench/bench_curvature.py`` (writes
 ``bench/results/curvature.json``): ARPACK runs on scipy's own OpenBLAS, whose threads otherwise
@@ -35,7 +45,12 @@ import torch
 from torch import Tensor, nn
 
 from benchlib import git, machine_info
-from escapelab.landscape.curvature import exact_hessian, hvp_operator, lanczos_eigs
+from escapelab.landscape.curvature import (
+    exact_hessian,
+    hutchinson_trace,
+    hvp_operator,
+    lanczos_eigs,
+)
 from escapelab.nets.mlp import Architecture
 from escapelab.problems.objective import DataObjective
 
@@ -175,11 +190,133 @@ def bench_ensemble_hessian() -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- part 3
+
+
+def max_rel_error(values: list[float], reference: list[float]) -> float:
+    """max_i |values_i - reference_i| / |reference_i| (both sorted descending)."""
+    vals, ref = sorted(values, reverse=True), sorted(reference, reverse=True)
+    return max(abs(v - r) / abs(r) for v, r in zip(vals, ref, strict=True))
+
+
+def pyhessian_runs(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> dict:
+    """PyHessian's top-5 (tol 1e-3 and 1e-6) and trace (default), timed; or why not."""
+    try:
+        from pyhessian import hessian as PyHessian
+    except ImportError as err:  # pragma: no cover - depends on the machine
+        return {"installed": False, "error": str(err)}
+    out: dict[str, Any] = {"installed": True}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for tol in (1e-3, 1e-6):
+            torch.manual_seed(0)
+            copy = copy_model(model)
+            (values, _), timing = timed(
+                lambda copy=copy, tol=tol: PyHessian(
+                    copy, loss_fn, data=(x, y), cuda=False
+                ).eigenvalues(maxIter=100, tol=tol, top_n=5)
+            )
+            out[f"top5_tol_{tol:g}"] = {"eigenvalues": values, **timing}
+            print(f"[pyhessian] top-5 tol {tol:g}: {timing['wall_s']:.1f} s", flush=True)
+        torch.manual_seed(0)
+        copy = copy_model(model)
+        traces, timing = timed(
+            lambda: PyHessian(copy, loss_fn, data=(x, y), cuda=False).trace(maxIter=100, tol=1e-3)
+        )
+        out["trace_default"] = {
+            "estimate": float(sum(traces) / len(traces)),
+            "n_probes": len(traces),
+            **timing,
+        }
+        print(f"[pyhessian] trace: {len(traces)} probes, {timing['wall_s']:.1f} s", flush=True)
+    finally:
+        torch.set_default_dtype(previous)
+    return out
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy (PyHessian leaves .grad graphs on the model it is given)."""
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def bench_vs_pyhessian() -> dict[str, Any]:
+    model, x, y = lanczos_problem()
+    loss_fn = nn.CrossEntropyLoss()
+    data = (x, y)
+    ours: dict[str, Any] = {}
+    for label, tol, reuse in (
+        ("tol_0_no_kept_graph", 0.0, False),
+        ("tol_0", 0.0, True),
+        ("tol_1e-10", 1e-10, True),
+        ("tol_1e-6", 1e-6, True),
+        ("tol_1e-3", 1e-3, True),
+    ):
+        res, timing = timed(
+            lambda tol=tol, reuse=reuse: lanczos_eigs(
+                model, loss_fn, data, k=5, tol=tol, seed=0, reuse_graph=reuse
+            )
+        )
+        ours[label] = {
+            "eigenvalues": res.eigenvalues.tolist(),
+            "max_residual": float(res.residuals.max()),
+            "n_matvecs": res.n_matvecs,
+            **timing,
+        }
+        print(
+            f"[escapelab] top-5 {label}: {timing['wall_s']:.1f} s, {res.n_matvecs} HVPs", flush=True
+        )
+    reference = ours["tol_0"]["eigenvalues"]
+    for run in ours.values():
+        run["max_rel_error_vs_tol_0"] = max_rel_error(run["eigenvalues"], reference)
+    theirs = pyhessian_runs(model, x, y, loss_fn)
+    for key, run in theirs.items():
+        if key.startswith("top5"):
+            run["max_rel_error_vs_tol_0"] = max_rel_error(run["eigenvalues"], reference)
+    ref_trace, t_ref = timed(lambda: hutchinson_trace(model, loss_fn, data, n_probes=400, seed=1))
+    rule, t_rule = timed(
+        lambda: hutchinson_trace(model, loss_fn, data, n_probes=400, rel_tol=1e-2, seed=2)
+    )
+    print(f"[escapelab] trace: rule {rule.n_probes} probes {t_rule['wall_s']:.1f} s", flush=True)
+    return {
+        "model": "the part-1 MLP (P = 123,610), cross-entropy, 1,000 samples, float64",
+        "escapelab_top5": ours,
+        "pyhessian": theirs,
+        "trace": {
+            "reference_400_probes": {
+                "estimate": ref_trace.trace,
+                "stderr": ref_trace.stderr,
+                **t_ref,
+            },
+            "escapelab_rel_tol_1e-2": {
+                "estimate": rule.trace,
+                "stderr": rule.stderr,
+                "n_probes": rule.n_probes,
+                "converged": rule.converged,
+                **t_rule,
+            },
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--parts",
+        default="lanczos,ensemble_hessian,vs_pyhessian",
+        help="comma-separated parts to run (lanczos, ensemble_hessian, vs_pyhessian)",
+    )
     args = parser.parse_args(argv)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    runners = {
+        "lanczos": bench_lanczos,
+        "ensemble_hessian": bench_ensemble_hessian,
+        "vs_pyhessian": bench_vs_pyhessian,
+    }
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {
         "benchmark": "curvature: Lanczos top-5 of a 123k-parameter MLP; 256 exact Hessians",
@@ -187,9 +324,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "git_worktree_dirty": bool(git("status", "--porcelain")),
         "machine": machine_info(),
-        "lanczos": bench_lanczos(),
-        "ensemble_hessian": bench_ensemble_hessian(),
     }
+    for name, runner in runners.items():
+        if name in parts:
+            report[name] = runner()
     report["machine"]["load_1min_at_end"] = load_1min()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

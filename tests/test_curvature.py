@@ -9,6 +9,7 @@ is known exactly.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterator
@@ -143,6 +144,33 @@ def test_hvp_equals_hessian_times_vector(mlp_case) -> None:
     assert parts["2.weight"].shape == (3, 8)
 
 
+@pytest.mark.parametrize("reuse_graph", [True, False])
+def test_kept_graph_and_batched_products_equal_the_hessian(mlp_case, reuse_graph: bool) -> None:
+    model, x, y, ref = mlp_case
+    model = copy.deepcopy(model)  # moved below; the fixture is shared
+    op = hvp_operator(model, MSE, (x, y), reuse_graph=reuse_graph)
+    assert op.reuse_graph is reuse_graph
+    vs = torch.randn(4, 67, generator=torch.Generator().manual_seed(6), dtype=F64)
+    torch.testing.assert_close(op.matmat(vs), vs @ ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.matvec(vs[0]), ref @ vs[0], rtol=1e-10, atol=1e-12)
+    assert op.n_matvecs == 5
+    # an in-place update of the parameters rebuilds the kept graph: products of the new point
+    with torch.no_grad():
+        model[0].weight.mul_(1.5)
+    moved = reference_hessian(model, x, y)
+    torch.testing.assert_close(op.matvec(vs[1]), moved @ vs[1], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"shape \(k, 67\)"):
+        op.matmat(vs[0])
+
+
+def test_kept_graph_is_the_default_for_one_batch_only(mlp_case) -> None:
+    model, x, y, _ = mlp_case
+    assert hvp_operator(model, MSE, (x, y)).reuse_graph
+    assert not hvp_operator(model, MSE, [(x[:5], y[:5]), (x[5:], y[5:])]).reuse_graph
+    with pytest.raises(ValueError, match="reuse_graph=True needs BatchNorm layers in eval mode"):
+        hvp_operator(make_mlp(batchnorm=True), MSE, (x, y), reuse_graph=True)
+
+
 def test_linear_loss_and_unused_parameter_give_zero_curvature() -> None:
     model = nn.Linear(3, 1).to(F64)
     model.register_parameter("unused", nn.Parameter(torch.ones(2, dtype=F64)))
@@ -226,6 +254,30 @@ def test_hutchinson_within_four_standard_errors() -> None:
         assert abs(est.trace - true) < 4 * sd / math.sqrt(est.n_probes)
     assert 0.75 < large.stderr / (sd / math.sqrt(400)) < 1.25
     assert large.stderr < small.stderr / 2
+
+
+def test_hutchinson_stopping_rule_needs_min_probes_and_reports_convergence() -> None:
+    spectrum = gapped_spectrum()
+    model, data = quadratic_case(spectrum)
+    true = spectrum.sum().item()
+    # a rule any two probes would meet still takes min_probes probes (PyHessian's can stop at 2)
+    loose = hutchinson_trace(model, mean_output, data, n_probes=100, rel_tol=10.0, seed=0)
+    assert loose.n_probes == 10 and loose.converged
+    # a tight rule: stops once stderr <= rel_tol |trace|, and the estimate is within 4 stderr
+    est = hutchinson_trace(model, mean_output, data, n_probes=2000, rel_tol=0.02, seed=1)
+    assert est.converged and 10 <= est.n_probes < 2000
+    assert est.stderr <= 0.02 * abs(est.trace)
+    assert abs(est.trace - true) < 4 * est.stderr
+    # probes in blocks of 8 give the same numbers as one at a time
+    one = hutchinson_trace(model, mean_output, data, n_probes=est.n_probes, seed=1, block=1)
+    assert one.trace == pytest.approx(est.trace, rel=1e-12)
+    # a budget too small for the rule: the estimate is returned, marked not converged
+    short = hutchinson_trace(model, mean_output, data, n_probes=12, rel_tol=1e-6, seed=0)
+    assert short.n_probes == 12 and not short.converged
+    with pytest.raises(ValueError, match="min_probes must be >= 3"):
+        hutchinson_trace(model, mean_output, data, rel_tol=0.1, min_probes=2)
+    with pytest.raises(ValueError, match="rel_tol must be positive"):
+        hutchinson_trace(model, mean_output, data, rel_tol=0.0)
 
 
 def test_hutchinson_is_exact_for_diagonal_and_reproducible() -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from escapelab.nets.mlp import Architecture
+from escapelab.problems import shallow_kernel
 from escapelab.problems.objective import DataObjective, Objective
 from escapelab.problems.population import PopulationObjective, erf_kernel
 from escapelab.problems.teacher import make_teacher, student_objective
@@ -50,16 +51,19 @@ def _reference(obj: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.stack(losses), torch.stack(grads)
 
 
+KERNELS = ["torch", "numba"] if shallow_kernel.available() else ["torch"]
+
+
 @pytest.mark.parametrize("activation", ACT_NAMES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("chunk_size", [None, 10])
+@pytest.mark.parametrize(("kernel", "chunk_size"), [("torch", None), ("torch", 10), ("auto", None)])
 def test_fused_loss_and_grad_equals_autograd(
-    shape: tuple, activation: str, chunk_size: int | None
+    shape: tuple, activation: str, kernel: str, chunk_size: int | None
 ) -> None:
     d_in, widths, d_out, bias, output_bias = shape
     arch = Architecture(d_in, widths, d_out, activation, bias, output_bias)
     x, y = _data(arch, 37, seed=3)  # 37 = 3 * 10 + 7: the last chunk is short
-    obj = DataObjective(arch, x, y, chunk_size=chunk_size)
+    obj = DataObjective(arch, x, y, chunk_size=chunk_size, kernel=kernel)
     theta = arch.init(3, seed=5, scheme="normal", scale=0.8)
     loss, grad = obj.loss_and_grad(theta)
     ref_loss, ref_grad = Objective.loss_and_grad(obj, theta)
@@ -77,27 +81,101 @@ def test_fused_loss_and_grad_equals_autograd(
 
 @pytest.mark.parametrize("activation", ACT_NAMES)
 @pytest.mark.parametrize("widths", [(8,), (5, 4)], ids=str)
-def test_fused_float32_is_accurate_to_single_precision(widths: tuple, activation: str) -> None:
-    arch = Architecture(3, widths, 2, activation, bias=True, output_bias=True)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fused_float32_is_accurate_to_single_precision(
+    widths: tuple, activation: str, bias: bool, kernel: str
+) -> None:
+    arch = Architecture(3, widths, 2, activation, bias=bias, output_bias=bias)
     x, y = _data(arch, 1000, seed=0)
     theta = arch.init(5, seed=1, scheme="normal")
     ref_loss, ref_grad = Objective.loss_and_grad(DataObjective(arch, x, y), theta)
-    loss, grad = DataObjective(arch, x.float(), y.float()).loss_and_grad(theta.float())
+    obj32 = DataObjective(arch, x.float(), y.float(), kernel=kernel)
+    loss, grad = obj32.loss_and_grad(theta.float())
     assert loss.dtype == grad.dtype == torch.float32
     assert ((loss.double() - ref_loss).abs() / ref_loss).max() < 2e-6
     assert ((grad.double() - ref_grad).norm(dim=1) / ref_grad.norm(dim=1)).max() < 1e-5
+
+
+needs_numba = pytest.mark.skipif(not shallow_kernel.available(), reason="numba not installed")
+
+
+@needs_numba
+@pytest.mark.parametrize("activation", ACT_NAMES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_numba_kernel_splits_samples_and_threads_without_changing_results(
+    activation: str, dtype: torch.dtype
+) -> None:
+    # 2 members and 3,000 samples: the kernel splits every member's samples into slices (tasks
+    # run in parallel), including a short last block; the result must not depend on that
+    arch = Architecture(4, (6,), 1, activation, bias=True)
+    x, y = _data(arch, 3000, seed=2)
+    theta = arch.init(2, seed=4, scheme="normal")
+    assert shallow_kernel._splits(2, 3000, threads=2) > 1
+    ref_loss, ref_grad = _reference(DataObjective(arch, x, y), theta)
+    obj = DataObjective(arch, x.to(dtype), y.to(dtype), kernel="numba")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        loss2, grad2 = obj.loss_and_grad(theta.to(dtype))
+        torch.set_num_threads(1)
+        loss1, grad1 = obj.loss_and_grad(theta.to(dtype))
+    finally:
+        torch.set_num_threads(previous)
+    assert obj.uses_fused_kernel(theta.to(dtype))
+    rtol = 1e-12 if dtype == torch.float64 else 2e-6
+    for loss, grad in ((loss1, grad1), (loss2, grad2)):
+        assert ((loss.double() - ref_loss).abs() / ref_loss).max() < rtol
+        assert ((grad.double() - ref_grad).norm(dim=1) / ref_grad.norm(dim=1)).max() < 5 * rtol
+
+
+@needs_numba
+def test_numba_kernel_propagates_nan_and_inf() -> None:
+    # a diverging member must read as non-finite (the trainer records it as "diverged")
+    arch = Architecture(3, (4,), 1, "tanh", bias=True)
+    x, y = _data(arch, 50, seed=1)
+    theta = arch.init(3, seed=0, scheme="normal")
+    theta[1, 0], theta[2, -1] = float("nan"), float("inf")
+    loss, grad = DataObjective(arch, x, y, kernel="numba").loss_and_grad(theta)
+    assert torch.isfinite(loss[0]) and torch.isfinite(grad[0]).all()
+    assert not torch.isfinite(loss[1]) and not torch.isfinite(loss[2])
+
+
+def test_kernel_choice_is_validated_and_missing_numba_falls_back_with_one_notice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arch = Architecture(3, (4,), 1, "erf", bias=True)
+    x, y = _data(arch, 40, seed=1)
+    with pytest.raises(ValueError, match="kernel must be one of auto, numba, torch"):
+        DataObjective(arch, x, y, kernel="cuda")
+    monkeypatch.setattr(shallow_kernel, "available", lambda: False)
+    monkeypatch.setattr(shallow_kernel, "_notice_given", False)
+    with pytest.raises(ValueError, match="needs numba"):
+        DataObjective(arch, x, y, kernel="numba")
+    obj = DataObjective(arch, x, y)
+    theta = arch.init(2, seed=0, scheme="normal")
+    with pytest.warns(RuntimeWarning, match="numba is not installed") as record:
+        loss, grad = obj.loss_and_grad(theta)
+        obj.loss_and_grad(theta)
+    assert len(record) == 1 and not obj.uses_fused_kernel(theta)
+    ref_loss, ref_grad = _reference(obj, theta)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-13)
 
 
 def test_fused_grad_is_independent_of_chunking_and_workspace_reuse() -> None:
     arch = Architecture(3, (6,), 1, "tanh", bias=True)
     x, y = _data(arch, 101, seed=8)
     theta = arch.init(4, seed=1, scheme="normal")
-    results = [DataObjective(arch, x, y, chunk_size=c).loss_and_grad(theta) for c in (1, 7, 101)]
+    results = [
+        DataObjective(arch, x, y, chunk_size=c, kernel="torch").loss_and_grad(theta)
+        for c in (1, 7, 101)
+    ]
     for loss, grad in results[1:]:
         torch.testing.assert_close(loss, results[0][0], rtol=1e-12, atol=0)
         torch.testing.assert_close(grad, results[0][1], rtol=1e-10, atol=1e-14)
     # one objective, different ensemble sizes in turn: the cached workspace must not leak
-    obj = DataObjective(arch, x, y, chunk_size=16)
+    obj = DataObjective(arch, x, y, chunk_size=16, kernel="torch")
     l4, g4 = obj.loss_and_grad(theta)
     l1, g1 = obj.loss_and_grad(theta[2:3].clone())
     l4b, g4b = obj.loss_and_grad(theta)

@@ -4,9 +4,13 @@ An :class:`Objective` maps parameters theta (E, P) to per-member losses (E,). Th
 ``loss`` and ``loss_and_grad``; the classifier needs ``hessian``. Two kinds exist:
 
 * :class:`DataObjective` — half mean squared error on a finite sample shared by all members. Its
-  gradient is a hand-written backward pass (no autograd graph), organised around one GEMM over the
-  shared inputs for the first layer of all members, the activation and its slope computed together,
-  and samples processed in cache-sized chunks. It is checked against autograd in the tests.
+  gradient is a hand-written backward pass (no autograd graph). One-hidden-layer networks on the
+  CPU use the fused Numba kernel of :mod:`escapelab.problems.shallow_kernel` (forward, residual
+  and backward in one pass over cache-sized sample blocks, parallel over members and blocks);
+  everything else (deeper nets, GPUs, machines without Numba) the torch path, organised around
+  one GEMM over the shared inputs for the first layer of all members, the activation and its
+  slope computed together, and samples processed in cache-sized chunks. Both are checked against
+  autograd in the tests.
 * :class:`~escapelab.problems.population.PopulationObjective` — the exact Gaussian-input population
   loss of one-hidden-layer erf, relu, linear, tanh, sigmoid and softplus networks (closed-form or
   quadrature kernels), differentiated by autograd (it has no sample axis).
@@ -23,7 +27,10 @@ import torch
 from torch import Tensor
 
 from escapelab.nets.mlp import Architecture, Layer
+from escapelab.problems import shallow_kernel
 from escapelab.problems.shallow_hessian import shallow_hessian
+
+KERNELS = ("auto", "numba", "torch")
 
 
 class Objective(ABC):
@@ -75,9 +82,27 @@ class Objective(ABC):
 
 
 class DataObjective(Objective):
-    """L_e = 1/(2N) sum_n |f_e(x_n) - y_n|^2 on inputs x (N, d_in) and targets y (N, d_out)."""
+    """L_e = 1/(2N) sum_n |f_e(x_n) - y_n|^2 on inputs x (N, d_in) and targets y (N, d_out).
 
-    def __init__(self, arch: Architecture, x: Tensor, y: Tensor, chunk_size: int | None = None):
+    ``kernel`` chooses how loss and gradient are computed: ``"numba"`` the fused kernel of
+    :mod:`escapelab.problems.shallow_kernel` (one hidden layer, CPU, float32/float64),
+    ``"torch"`` the chunked torch path (``chunk_size`` samples at a time), ``"auto"`` the fused
+    kernel where it applies and Numba is installed (otherwise the torch path, with a one-line
+    notice once per process when only Numba is missing).
+    """
+
+    def __init__(
+        self,
+        arch: Architecture,
+        x: Tensor,
+        y: Tensor,
+        chunk_size: int | None = None,
+        kernel: str = "auto",
+    ):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        if kernel == "numba" and not shallow_kernel.available():
+            raise ValueError("kernel='numba' needs numba (pip install numba)")
         if x.ndim != 2 or x.shape[1] != arch.d_in:
             raise ValueError(f"x must have shape (N, {arch.d_in}), got {tuple(x.shape)}")
         if y.ndim == 1:
@@ -88,6 +113,8 @@ class DataObjective(Objective):
             )
         self.arch, self.x, self.y = arch, x, y
         self.chunk_size = chunk_size
+        self.kernel = kernel
+        self._transposed: tuple[Tensor, Tensor] | None = None
         self._workspace: tuple[Tensor, ...] = ()
         self._workspace_key: tuple | None = None
 
@@ -98,7 +125,9 @@ class DataObjective(Objective):
     def to(self, dtype: torch.dtype) -> DataObjective:
         if dtype == self.x.dtype:
             return self
-        return DataObjective(self.arch, self.x.to(dtype), self.y.to(dtype), self.chunk_size)
+        return DataObjective(
+            self.arch, self.x.to(dtype), self.y.to(dtype), self.chunk_size, self.kernel
+        )
 
     def member_loss(self, theta: Tensor) -> Tensor:
         f = self.arch.forward(theta, self.x)
@@ -152,8 +181,26 @@ class DataObjective(Objective):
         assert grad is not None
         return loss, grad
 
+    def uses_fused_kernel(self, theta: Tensor) -> bool:
+        """Whether :meth:`loss_and_grad` on ``theta`` runs the fused Numba kernel."""
+        if self.kernel == "torch" or not shallow_kernel.supports(self.arch, theta):
+            return False
+        if theta.dtype != self.x.dtype:
+            return False
+        if shallow_kernel.available():
+            return True
+        shallow_kernel.notice_fallback()
+        return False
+
     def _evaluate(self, theta: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-        """Fused forward (and backward) over sample chunks.
+        if self.uses_fused_kernel(theta):
+            if self._transposed is None:
+                self._transposed = (self.x.t().contiguous(), self.y.t().contiguous())
+            return shallow_kernel.loss_and_grad(self.arch, theta, *self._transposed, with_grad)
+        return self._evaluate_torch(theta, with_grad)
+
+    def _evaluate_torch(self, theta: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        """Fused forward (and backward) over sample chunks, in torch ops.
 
         The first hidden layer of all members is one GEMM, x (C, d) @ W (d, m1 * E), with columns
         ordered unit-major, member-minor, so per-member sums over units are reductions over a
