@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from escapelab.landscape.classify import ClassifyConfig, classify, merging_pair
+from escapelab.landscape.classify import ClassifyConfig, classify, linearizing_unit, merging_pair
 from escapelab.nets.mlp import Architecture
 from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import Objective
@@ -284,3 +284,24 @@ def test_channel_reached_late_is_judged_on_the_late_steps() -> None:
     # the same records spaced evenly in steps: the loss fell 40 % over the second half
     (end,) = classify(obj, replace(res, history_step=list(range(0, 13 * 500, 500))))
     assert end.kind == "not_converged"
+
+
+def test_a_unit_turning_linear_is_a_channel() -> None:
+    # a narrower student's channel (minima-census, teacher 7 at m = 3): one erf unit with
+    # incoming norm 0.018 and outgoing weight -18 stands for a linear term; only the growing
+    # norm on a flat loss makes it a channel
+    teacher = make_teacher(2, 4, incoming="gaussian", seed=7)
+    student = Architecture(2, (3,), 1, "erf", bias=False)
+    obj = student_objective(teacher, student, None)
+    rows = [[0.17, 3.06], [-1.12, -0.98], [-0.0098, -0.0147]]
+    linearizing = _planted(student, rows, [-0.81, 1.04, -18.0]).unsqueeze(0)
+    ordinary = _planted(student, [*rows[:2], [0.5, -0.4]], [-0.81, 1.04, 2.0]).unsqueeze(0)
+    theta = torch.cat([linearizing, ordinary])
+    growing = torch.linspace(5.0, 20.0, 8, dtype=torch.float64).expand(2, 8)
+    flat = torch.full((2, 8), 4.33e-4, dtype=torch.float64)
+    res = _result(obj, theta, ["budget"] * 2, history_norm=growing, history_loss=flat)
+    assert [e.kind for e in classify(obj, res)] == ["flat_channel", "not_converged"]
+    assert linearizing_unit(student, linearizing[0], 1e-2, 3.0)
+    assert not linearizing_unit(student, ordinary[0], 1e-2, 3.0)
+    relu = Architecture(2, (3,), 1, "relu", bias=False)  # no linear limit at w = 0
+    assert not linearizing_unit(relu, linearizing[0], 1e-2, 3.0)

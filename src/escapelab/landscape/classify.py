@@ -14,7 +14,9 @@ Classes (MISSION.md, E1):
   two incoming weight vectors of one layer merging (cosine > 1 - channel_cos) while their
   outgoing weights are large and of opposite sign (for odd activations, equally: antiparallel
   with outgoing weights of one sign): the channels to infinity of Martinelli et al.,
-  along which a pair of units approaches a derivative unit a * sigma'(w.x) x;
+  along which a pair of units approaches a derivative unit a * sigma'(w.x) x; or, for odd
+  activations, one unit whose incoming weights vanish while its outgoing weight grows, the same
+  channel at w = 0, approaching a linear unit (:func:`linearizing_unit`);
 * ``not_converged`` — ran out of steps without any of the above;
 * ``diverged``      — NaN/inf, or parameter norm past the trainer's bound without the channel
   signature.
@@ -103,6 +105,25 @@ def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: flo
     return False
 
 
+def linearizing_unit(arch: Architecture, theta: Tensor, ratio: float, out_min: float) -> bool:
+    """True if a bias-free odd activation (sigma(0) = 0, sigma'(0) != 0: erf, tanh) has a hidden
+    unit of a one-hidden-layer network whose outgoing norm exceeds ``out_min`` while its incoming
+    norm is below ``ratio`` times it.
+
+    Such a unit, a sigma(w.x) with w -> 0, |a| -> infinity and a w^T held, tends to the linear
+    unit sigma'(0) a w^T x, which no finite weights represent: the same channel to infinity as a
+    merging pair, at the incoming vector 0 (where the pair (w, a), (-w, -a) of an odd activation
+    is one unit). A student narrower than its teacher uses it to add a linear term to its fit.
+    """
+    layers = arch.unflatten(theta)
+    odd = ACTIVATIONS[arch.activation].odd and arch.activation != "linear"  # linear: no channel
+    if len(layers) != 2 or arch.bias or not odd:
+        return False
+    w_norm = layers[0].weight.norm(dim=1)
+    a_norm = layers[1].weight.norm(dim=0)
+    return bool(((a_norm > out_min) & (w_norm < ratio * a_norm)).any())
+
+
 def _plateau_with_growth(result: TrainResult, i: int, cfg: ClassifyConfig) -> bool:
     """Over the second half of member i's training, by steps: norm grew, loss changed little.
 
@@ -178,7 +199,10 @@ def classify(
             kind = "saddle" if n_neg[i] > 0 else "local_min"
         elif (
             status in ("budget", "diverged")
-            and merging_pair(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
+            and (
+                merging_pair(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
+                or linearizing_unit(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
+            )
             and (status == "diverged" or _plateau_with_growth(result, i, cfg))
         ):
             kind = "flat_channel"
