@@ -29,7 +29,8 @@ a degenerate (overparameterized) minimum may keep shrinking only linearly, towar
 rounding floor near 1e-12. Round 1 is the damped Newton refinement alone (``refine_steps``
 iterations; from a near-minimum it converges quadratically); each later round first continues
 the first-order phase for ``steps`` steps (to leave a saddle or a plateau the refinement could
-not), then refines again. A member still uncertified after ``certify_rounds`` rounds ends with
+not), then refines again; members already below ``tol_global`` refine only, for longer
+(:func:`_round_groups`). A member still uncertified after ``certify_rounds`` rounds ends with
 status ``budget``, whatever its loss, so "ran out of budget" is never counted as a global
 minimum. Why rounds of the two phases rather than a gradient-flow ODE solver (as
 MLPGradientFlow.jl): the damped Newton step already is a trust-region method on the exact
