@@ -41,8 +41,9 @@ def _pow2_f64(typingctx, k):  # type: ignore[no-untyped-def]
 
 
 def _exp(x):  # type: ignore[no-untyped-def]
-    """exp(x), vectorisable; specialised per precision below."""
-    raise NotImplementedError
+    """exp(x). Called from plain Python this is NumPy's exp; inside the jitted kernel Numba
+    replaces it by the vectorisable per-precision version of :func:`_exp_impl`."""
+    return np.exp(x)
 
 
 _F32 = np.float32
