@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from escapelab.landscape.classify import ClassifyConfig, classify, linearizing_unit, merging_pair
+from escapelab.landscape.channels import linearizing_unit, merging_pair
+from escapelab.landscape.classify import ClassifyConfig, classify
 from escapelab.nets.mlp import Architecture
 from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import Objective

@@ -10,13 +10,17 @@ Classes (MISSION.md, E1):
   semidefinite up to the tolerance; overparameterized minima are degenerate, so zero eigenvalues
   are expected);
 * ``saddle``        — a critical point with a clearly negative eigenvalue;
-* ``flat_channel``  — no critical point, the parameter norm growing while the loss plateaus, and
-  two incoming weight vectors of one layer merging (cosine > 1 - channel_cos) while their
-  outgoing weights are large and of opposite sign (for odd activations, equally: antiparallel
-  with outgoing weights of one sign): the channels to infinity of Martinelli et al.,
-  along which a pair of units approaches a derivative unit a * sigma'(w.x) x; or, for odd
-  activations, one unit whose incoming weights vanish while its outgoing weight grows, the same
-  channel at w = 0, approaching a linear unit (:func:`linearizing_unit`);
+* ``flat_channel``  — a member on one of the channels to infinity of Martinelli et al.
+  (:mod:`escapelab.landscape.channels`): two units of one layer whose incoming weights merge
+  (cosine > 1 - channel_cos) while their outgoing weights are large (> channel_out) and of
+  opposite sign (odd activations: equally, antiparallel with outgoing weights of one sign),
+  approaching a derivative unit a * sigma'(w.x) x, or, for odd activations, one unit whose
+  incoming weights vanish while its outgoing weight grows, approaching a linear unit. Besides
+  that shape, the evidence is either dynamic (out of budget, with the parameter norm growing
+  while the loss plateaus over the second half of training) or geometric: the loss falls,
+  and never rises, as the channel is continued toward infinity (``channel_drop`` > 0). The
+  geometric test also applies to members the trainer stopped as converged: far along a
+  channel the gradient falls below any tolerance, and such a point is no minimum;
 * ``not_converged`` — ran out of steps without any of the above;
 * ``diverged``      — NaN/inf, or parameter norm past the trainer's bound without the channel
   signature.
@@ -28,14 +32,11 @@ eigenvalues are those of each member's Hessian restricted to its free coordinate
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import Tensor
 
-from escapelab.nets.activations import ACTIVATIONS
-from escapelab.nets.mlp import Architecture
+from escapelab.landscape.channels import channel_drop, find_channels
 from escapelab.optim.full_batch import TrainResult
 from escapelab.problems.objective import Objective
 
@@ -73,55 +74,12 @@ class Endpoint:
     grad_inf: float = float("nan")
     certified: bool | None = None
     rounds: int = 0
+    # the loss decrease along the member's channel-shaped units continued toward infinity
+    # (:func:`escapelab.landscape.channels.channel_drop`; nan: no channel-shaped units)
+    channel_drop: float = float("nan")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def merging_pair(arch: Architecture, theta: Tensor, cos_tol: float, out_min: float) -> bool:
-    """True if some hidden layer has two units with near-parallel incoming weights (and bias)
-    whose outgoing weight vectors point in opposite directions with norms above ``out_min``.
-
-    For an odd activation (erf, tanh) and no biases a unit (w, a) is the unit (-w, -a), so an
-    antiparallel pair with outgoing weights of the *same* direction is the same channel."""
-    layers = arch.unflatten(theta)
-    odd = ACTIVATIONS[arch.activation].odd and not arch.bias
-    for layer, nxt in itertools.pairwise(layers):
-        incoming = (
-            layer.weight
-            if layer.bias is None
-            else torch.cat([layer.weight, layer.bias.unsqueeze(1)], dim=1)
-        )
-        unit = incoming / incoming.norm(dim=1, keepdim=True).clamp_min(1e-300)
-        cos = unit @ unit.t()
-        out = nxt.weight.t()  # (units, fan_out of the next layer)
-        alignment = out @ out.t()
-        big = out.norm(dim=1) > out_min
-        pair = (cos > 1.0 - cos_tol) & (alignment < 0)
-        if odd:
-            pair |= (cos < cos_tol - 1.0) & (alignment > 0)
-        if (pair & big.unsqueeze(0) & big.unsqueeze(1)).triu(diagonal=1).any():
-            return True
-    return False
-
-
-def linearizing_unit(arch: Architecture, theta: Tensor, ratio: float, out_min: float) -> bool:
-    """True if a bias-free odd activation (sigma(0) = 0, sigma'(0) != 0: erf, tanh) has a hidden
-    unit of a one-hidden-layer network whose outgoing norm exceeds ``out_min`` while its incoming
-    norm is below ``ratio`` times it.
-
-    Such a unit, a sigma(w.x) with w -> 0, |a| -> infinity and a w^T held, tends to the linear
-    unit sigma'(0) a w^T x, which no finite weights represent: the same channel to infinity as a
-    merging pair, at the incoming vector 0 (where the pair (w, a), (-w, -a) of an odd activation
-    is one unit). A student narrower than its teacher uses it to add a linear term to its fit.
-    """
-    layers = arch.unflatten(theta)
-    odd = ACTIVATIONS[arch.activation].odd and arch.activation != "linear"  # linear: no channel
-    if len(layers) != 2 or arch.bias or not odd:
-        return False
-    w_norm = layers[0].weight.norm(dim=1)
-    a_norm = layers[1].weight.norm(dim=0)
-    return bool(((a_norm > out_min) & (w_norm < ratio * a_norm)).any())
 
 
 def _plateau_with_growth(result: TrainResult, i: int, cfg: ClassifyConfig) -> bool:
@@ -191,23 +149,27 @@ def classify(
     for i in range(n):
         loss = float(result.loss[i])
         status = result.status[i]
+        drop = float("nan")
         if not bool(finite[i]):
             kind = "diverged"
         elif loss < cfg.tol_global and status in ("global", "converged"):
             kind = "global_min"
-        elif status == "converged":
-            kind = "saddle" if n_neg[i] > 0 else "local_min"
-        elif (
-            status in ("budget", "diverged")
-            and (
-                merging_pair(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
-                or linearizing_unit(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
-            )
-            and (status == "diverged" or _plateau_with_growth(result, i, cfg))
-        ):
-            kind = "flat_channel"
         else:
-            kind = "diverged" if status == "diverged" else "not_converged"
+            channels = find_channels(objective.arch, theta[i], cfg.channel_cos, cfg.channel_out)
+            if channels:
+                free = None if result.free is None else result.free[i]
+                drop = channel_drop(objective, theta[i], channels, free)
+            on_channel = bool(channels) and (
+                drop > 0
+                or status == "diverged"
+                or (status == "budget" and _plateau_with_growth(result, i, cfg))
+            )
+            if on_channel:
+                kind = "flat_channel"
+            elif status == "converged":
+                kind = "saddle" if n_neg[i] > 0 else "local_min"
+            else:
+                kind = "diverged" if status == "diverged" else "not_converged"
         endpoints.append(
             Endpoint(
                 kind=kind,
@@ -220,6 +182,7 @@ def classify(
                 steps=int(result.steps[i]),
                 refine_steps=int(result.refine_steps[i]),
                 status=status,
+                channel_drop=drop,
                 **_certification(result, i),
             )
         )

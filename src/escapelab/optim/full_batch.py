@@ -8,7 +8,8 @@ float64 (a float32 run is promoted for it, so its endpoints can still reach grad
 * ``global``    — loss below ``tol_global``;
 * ``converged`` — gradient norm at or below ``tol_grad`` (a critical point, of any kind);
 * ``diverged``  — NaN/inf, or parameter norm above ``max_norm`` (recorded, never raised);
-* ``budget``    — still running when both phases ran out of steps.
+* ``budget``    — still running when both phases ran out of steps, or stalled in the
+  refinement (its damping at the cap: no trial step lowers the loss at its resolution).
 
 Stopped members are written back and dropped from the active set, so the rest run on a smaller
 ensemble. With ``handoff_grad`` > 0 a member whose gradient norm falls to it leaves phase 1 at
@@ -29,12 +30,13 @@ a degenerate (overparameterized) minimum may keep shrinking only linearly, towar
 rounding floor near 1e-12. Round 1 is the damped Newton refinement alone (``refine_steps``
 iterations; from a near-minimum it converges quadratically); each later round first continues
 the first-order phase for ``steps`` steps (to leave a saddle or a plateau the refinement could
-not), then refines again; members already below ``tol_global`` refine only, for longer
-(:func:`_round_groups`). A member still uncertified after ``certify_rounds`` rounds ends with
-status ``budget``, whatever its loss, so "ran out of budget" is never counted as a global
-minimum. Why rounds of the two phases rather than a gradient-flow ODE solver (as
-MLPGradientFlow.jl): the damped Newton step already is a trust-region method on the exact
-Hessian, and the members that resist it sit on plateaus that first-order steps leave faster.
+not), then refines again; settled members (below ``tol_global``, or with no clearly negative
+Hessian eigenvalue) refine only, for longer (:func:`_round_groups`). A member still
+uncertified after ``certify_rounds`` rounds ends with status ``budget``, whatever its loss, so
+"ran out of budget" is never counted as a global minimum. Why rounds of the two phases rather
+than a gradient-flow ODE solver (as MLPGradientFlow.jl): the damped Newton step already is a
+trust-region method on the exact Hessian, and the members that resist it sit on plateaus that
+first-order steps leave faster.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from tqdm.auto import tqdm
 
 from escapelab.config import constraint
 from escapelab.optim.hooks import Hook, StepState
-from escapelab.optim.refine import NewtonRefiner
+from escapelab.optim.refine import NU_MAX, NewtonRefiner
 from escapelab.optim.steppers import make_stepper
 from escapelab.problems.objective import Objective
 
@@ -93,6 +95,9 @@ class TrainConfig:
     )
     tol_zero: float = field(
         default=1e-13, metadata=constraint(ge=0, help="a loss at rounding level: certified global")
+    )
+    tol_eig: float = field(
+        default=1e-6, metadata=constraint(ge=0, help="relative to the largest Hessian eigenvalue")
     )
 
 
@@ -152,6 +157,12 @@ class _Ledger:
         self.parked = torch.cat([self.parked, self.active[parking]])
         self.active = self.active[~parking]
         return (~parking).nonzero().squeeze(1)
+
+    def release(self, rows: Tensor) -> Tensor:
+        """Drop active rows ``rows`` (bool mask) for the rest of this run, their status left as
+        it is (``budget``); returns the rows kept."""
+        self.active = self.active[~rows]
+        return (~rows).nonzero().squeeze(1)
 
     def unpark(self) -> None:
         """The parked members are active again, after those that ran phase 1 to its end."""
@@ -280,6 +291,9 @@ def _run(
             refiner.step()
             ledger.refine_steps[ledger.active.cpu()] = it
             keep = ledger.settle(refiner.theta, refiner.loss, refiner.grad, cfg, certifying)
+            # a member whose damping is at its cap had every recent trial rejected: the loss
+            # cannot be lowered at its resolution there (far along a channel), so it stops
+            keep = keep[ledger.release(refiner.nu[keep] >= NU_MAX)]
             bar.update()
             if len(keep) == 0:
                 break
@@ -329,30 +343,43 @@ class _History:
         self.norm = torch.cat([self.norm, norms], dim=1)
 
 
-NEAR_GLOBAL_REFINE = 5  # refinement iterations of a near-global member per round, x refine_steps
+SETTLED_REFINE = 30  # refinement iterations per round of a settled member, x refine_steps
 
 
 def _round_groups(
-    todo: Tensor, loss: Tensor, r: int, cfg: TrainConfig
+    objective: Objective, theta: Tensor, todo: Tensor, r: int, cfg: TrainConfig, free: Tensor | None
 ) -> list[tuple[Tensor, TrainConfig]]:
-    """The members of certification round ``r``, in groups with the configuration of each.
+    """The members ``todo`` of certification round ``r``, in groups with the configuration of
+    each.
 
     Round 1 is refinement only. Later rounds continue the first-order phase first, except for
-    members already below ``tol_global``: near a zero-loss minimum Adam's normalised step keeps
-    a length of about ``lr`` however small the gradient, and throws such a member back up by
-    orders of magnitude. Damped Newton iterations alone drive it down, but on a degenerate
-    global minimum only linearly (a few % of loss per iteration along a curved valley: 180 to
-    450 iterations from the first-order endpoint to a loss of 1e-13 on the default
-    width-sweep), so these members get ``NEAR_GLOBAL_REFINE`` times ``refine_steps`` iterations
-    per round in place of the first-order steps.
+    *settled* members: those below ``tol_global`` or whose Hessian has no clearly negative
+    eigenvalue (none below ``-tol_eig`` times the largest; with ``free``, of the Hessian
+    restricted to each member's free coordinates). First-order steps are there to
+    leave saddles and plateaus, and a settled member has none to leave; near a zero-loss
+    minimum Adam's normalised step keeps a length of about ``lr`` however small the gradient
+    and throws a member back up by orders of magnitude. Damped Newton iterations alone drive
+    settled members on, but slowly where the minimum is degenerate or the valley long: a few %
+    of loss per iteration on a degenerate global minimum (180 to 450 iterations from the
+    first-order endpoint to a loss of 1e-13 on the default width-sweep), and 2,000 to 3,000
+    iterations along the nearly flat valleys that lead an embedded bad minimum of ``escape``
+    into a channel to infinity. So they get ``SETTLED_REFINE`` times ``refine_steps``
+    iterations per round in place of the first-order steps.
     """
     base = replace(cfg, certify_rounds=0)
     if r == 1:
         return [(todo, replace(base, steps=0))]
-    near = loss < cfg.tol_global
+    loss = objective.loss(theta[todo])
+    hessian = objective.hessian(theta[todo])
+    if free is not None:
+        mask = free[todo].to(hessian)
+        hessian = hessian * mask.unsqueeze(2) * mask.unsqueeze(1)
+    eigs = torch.linalg.eigvalsh(hessian)
+    psd = eigs[:, 0] >= -cfg.tol_eig * eigs[:, -1].abs()
+    settled = (loss < cfg.tol_global) | psd
     groups = [
-        (todo[near], replace(base, steps=0, refine_steps=NEAR_GLOBAL_REFINE * cfg.refine_steps)),
-        (todo[~near], base),
+        (todo[settled], replace(base, steps=0, refine_steps=SETTLED_REFINE * cfg.refine_steps)),
+        (todo[~settled], base),
     ]
     return [(group, group_cfg) for group, group_cfg in groups if len(group)]
 
@@ -381,7 +408,7 @@ def _certify(
         if len(todo) == 0:
             break
         still = []
-        for group, round_cfg in _round_groups(todo, objective.loss(theta[todo]), r, cfg):
+        for group, round_cfg in _round_groups(objective, theta, todo, r, cfg, free):
             sub = _run(
                 objective,
                 theta[group],

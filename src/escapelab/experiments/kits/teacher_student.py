@@ -87,19 +87,16 @@ def _retuned(name: str, default: object) -> Any:
 
 @dataclass(frozen=True)
 class TrainSpec(TrainConfig):
-    """The trainer's own config, plus the precision of the first-order phase and the relative
-    eigenvalue tolerance with which endpoints are classified. The experiments train a little
-    shorter and refine a little longer than the library's defaults (4,000 Adam steps, 60 Newton
-    iterations), call a loss below 1e-9 a global minimum, and certify every endpoint (up to 6
-    rounds; see :mod:`escapelab.optim.full_batch`)."""
+    """The trainer's own config (its ``tol_eig`` is also the relative eigenvalue tolerance
+    with which endpoints are classified), plus the precision of the first-order phase. The
+    experiments train a little shorter and refine a little longer than the library's defaults
+    (4,000 Adam steps, 60 Newton iterations), call a loss below 1e-9 a global minimum, and
+    certify every endpoint (up to 6 rounds; see :mod:`escapelab.optim.full_batch`)."""
 
     steps: int = _retuned("steps", 4000)
     refine_steps: int = _retuned("refine_steps", 60)
     tol_global: float = _retuned("tol_global", 1e-9)
     certify_rounds: int = _retuned("certify_rounds", 6)
-    tol_eig: float = field(
-        default=1e-6, metadata=constraint(ge=0, help="relative to the largest Hessian eigenvalue")
-    )
     precision: Literal["float32", "float64"] = "float64"
 
     @property
