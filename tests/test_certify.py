@@ -71,6 +71,7 @@ def test_rounds_extend_the_history_the_channel_test_reads(problem) -> None:
     rounds = int(result.rounds.max())
     assert len(result.history_step) == len(plain.history_step) + rounds
     assert result.history_step[: len(plain.history_step)] == plain.history_step
+    assert result.history_rounds_from == len(plain.history_step)  # where the rounds' columns start
     # the last column is the endpoint's own loss and parameter norm
     last = result.history_loss[:, -1]
     assert torch.allclose(last, objective.loss(result.theta).to(last.dtype), rtol=1e-12)

@@ -287,6 +287,31 @@ def test_channel_reached_late_is_judged_on_the_late_steps() -> None:
     assert end.kind == "not_converged"
 
 
+def test_a_channel_travelled_by_newton_rounds_is_judged_on_the_rounds() -> None:
+    # rounds of Newton iterations alone take no first-order steps: every round's record sits at
+    # step 4000, so the second half in steps is the end of phase 1, where the loss still fell
+    # 15 %; over the rounds after the first the norm grew tenfold and the loss held
+    teacher = make_teacher(3, 2, seed=0)
+    student = Architecture(3, (3,), 1, "erf", bias=False)
+    obj = student_objective(teacher, student, None)
+    u, v = [0.6, -0.8, 0.0], [0.0, 0.3, 1.0]
+    theta = _planted(student, [u, u, v], [10.0, -10.0, 1.0]).unsqueeze(0)
+    steps = [*range(0, 4001, 500), 4000, 4000, 4000, 4000]
+    loss = [1.0, 0.9, 0.8, 0.6, 0.4, 0.3, 0.25, 0.22, 0.2025, 0.1740, 0.1719, 0.1719, 0.1719]
+    norm = [2.0, 3.0, 3.5, 3.7, 3.8, 3.85, 3.9, 3.92, 3.95, 8.9, 103.0, 103.0, 103.0]
+    res = replace(
+        _result(obj, theta, ["budget"]),
+        history_step=steps,
+        history_loss=torch.tensor([loss], dtype=torch.float64),
+        history_norm=torch.tensor([norm], dtype=torch.float64),
+    )
+    assert classify(obj, res)[0].kind == "not_converged"  # no certification rounds marked
+    (end,) = classify(obj, replace(res, history_rounds_from=9))
+    assert end.kind == "flat_channel"
+    # from the phase-1 endpoint on (rounds marked one column early) the loss fell 15 %: no
+    assert classify(obj, replace(res, history_rounds_from=8))[0].kind == "not_converged"
+
+
 def test_a_unit_turning_linear_is_a_channel() -> None:
     # a narrower student's channel (minima-census, teacher 7 at m = 3): one erf unit with
     # incoming norm 0.018 and outgoing weight -18 stands for a linear term; only the growing

@@ -83,28 +83,39 @@ class Endpoint:
 
 
 def _plateau_with_growth(result: TrainResult, i: int, cfg: ClassifyConfig) -> bool:
-    """Over the second half of member i's training, by steps: norm grew, loss changed little.
+    """Member i's parameter norm grew while its loss changed little: over the second half of
+    its training in steps, or over the certification rounds after the first.
 
     The half is taken in steps, not in records: certification appends one record per round of
     thousands of steps, and a plateau reached late (the loss creeping toward a channel's limit
     while the norm keeps growing) must be judged on those rounds, not on the densely recorded
-    first phase. Fewer than two records in that half, or no history (a hand-made result), is no
-    evidence."""
+    first phase. The rounds are also judged on their own, from the record after round 1: rounds
+    of Newton iterations alone take no first-order steps, and a member they carry along a
+    channel (its norm growing tenfold while the loss stays put) would otherwise be judged on
+    the end of the first phase, where its loss was still falling. Fewer than two records in a
+    window, or no history (a hand-made result), is no evidence."""
     if result.history_norm is None or result.history_loss is None:
         return False
     norms, losses = result.history_norm[i], result.history_loss[i]
     steps = torch.tensor(result.history_step[: len(norms)], dtype=torch.float64)
     ok = torch.isfinite(norms) & torch.isfinite(losses)
-    norms, losses, steps = norms[ok], losses[ok], steps[ok]
-    if len(norms) < 4:
+    if int(ok.sum()) < 4:
         return False
-    late = (steps >= steps[-1] / 2).nonzero().squeeze(1)
-    if len(late) < 2:
-        return False
-    half = int(late[0])
-    grew = norms[-1] >= cfg.channel_norm_growth * norms[half]
-    flat = (losses[half] - losses[-1]).abs() <= cfg.channel_loss_change * losses[half].abs()
-    return bool(grew and flat)
+    starts = []
+    late = ((steps >= steps[ok][-1] / 2) & ok).nonzero().squeeze(1)
+    if len(late) >= 2:
+        starts.append(int(late[0]))
+    if result.history_rounds_from is not None and len(norms) - result.history_rounds_from >= 2:
+        starts.append(result.history_rounds_from)
+    last = int(ok.nonzero()[-1])
+    for start in starts:
+        if not bool(ok[start]) or start >= last:
+            continue
+        grew = norms[last] >= cfg.channel_norm_growth * norms[start]
+        change = (losses[start] - losses[last]).abs()
+        if grew and change <= cfg.channel_loss_change * losses[start].abs():
+            return True
+    return False
 
 
 def _certification(result: TrainResult, i: int) -> dict[str, object]:

@@ -122,6 +122,9 @@ class TrainResult:
     grad_inf: Tensor | None = None
     rounds: Tensor | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # with certification: the history column of the first certification round (one per round
+    # follows), so a plateau reached during the rounds can be read on their columns alone
+    history_rounds_from: int | None = None
 
     def seconds_per_member(self) -> dict[str, float]:
         """Each phase's wall time (``phase_seconds``: first order, refinement, certification,
@@ -453,6 +456,7 @@ def _certify(
         history_step=history.step,
         history_loss=history.loss,
         history_norm=history.norm,
+        history_rounds_from=len(result.history_step),
         wall_time=result.wall_time + certify_s,
         certified=certified.cpu(),
         grad_inf=grad.abs().amax(dim=1).cpu(),
