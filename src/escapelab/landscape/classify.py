@@ -17,7 +17,8 @@ Classes (MISSION.md, E1):
   approaching a derivative unit a * sigma'(w.x) x, or, for odd activations, one unit whose
   incoming weights vanish while its outgoing weight grows, approaching a linear unit. Besides
   that shape, the evidence is either dynamic (out of budget, with the parameter norm growing
-  while the loss plateaus over the second half of training) or geometric: the loss falls,
+  while the loss plateaus over the second half of training or over the certification rounds
+  after the first) or geometric: the loss falls,
   and never rises, as the channel is continued toward infinity (``channel_drop`` > 0). The
   geometric test also applies to members the trainer stopped as converged: far along a
   channel the gradient falls below any tolerance, and such a point is no minimum;
