@@ -18,10 +18,11 @@ Classes (MISSION.md, E1):
   incoming weights vanish while its outgoing weight grows, approaching a linear unit. Besides
   that shape, the evidence is either dynamic (out of budget, with the parameter norm growing
   while the loss plateaus over the second half of training or over the certification rounds
-  after the first) or geometric: the loss falls,
-  and never rises, as the channel is continued toward infinity (``channel_drop`` > 0). The
-  geometric test also applies to members the trainer stopped as converged: far along a
-  channel the gradient falls below any tolerance, and such a point is no minimum;
+  after the first) or geometric: the loss falls, and never rises, as the channel is
+  continued toward infinity (``channel_drop`` > 0). The geometric test also applies to
+  members the trainer stopped as converged: far along a channel the gradient falls below any
+  tolerance, and such a point is no minimum. Clusters of three or more units (a second
+  difference tending to a second-derivative unit) are seen by the dynamic test only;
 * ``not_converged`` — ran out of steps without any of the above;
 * ``diverged``      — NaN/inf, or parameter norm past the trainer's bound without the channel
   signature.
