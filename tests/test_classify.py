@@ -261,25 +261,33 @@ def test_result_without_history_is_classified_without_error() -> None:
     assert end.kind == "not_converged"
 
 
-def test_channel_reached_late_is_judged_on_the_late_steps() -> None:
-    # the history of a certified run: dense records of phase 1 (the loss still falling), then
-    # one record per certification round of thousands of steps (loss flat, norm growing). By
-    # record count the second half is mostly phase 1, where the loss fell by 40 %; by steps it
-    # is the rounds, where the channel shows.
+def _single_pair_history(
+    steps: list[int], loss: list[float], norm: list[float]
+) -> tuple[Objective, TrainResult]:
+    """A planted merging pair out of budget, with the given history: (objective, result)."""
     teacher = make_teacher(3, 2, seed=0)
     student = Architecture(3, (3,), 1, "erf", bias=False)
     obj = student_objective(teacher, student, None)
     u, v = [0.6, -0.8, 0.0], [0.0, 0.3, 1.0]
     theta = _planted(student, [u, u, v], [10.0, -10.0, 1.0]).unsqueeze(0)
-    steps = [*range(0, 4001, 500), 8000, 12000, 16000, 20000]
-    loss = [1.0, 0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.45, 0.40, 0.3830, 0.3829, 0.3829, 0.3828]
-    norm = [2.0, 3.0, 4.0, 4.5, 4.6, 4.62, 4.64, 4.65, 4.66, 11.0, 19.5, 29.3, 33.7]
     res = replace(
         _result(obj, theta, ["budget"]),
         history_step=steps,
         history_loss=torch.tensor([loss], dtype=torch.float64),
         history_norm=torch.tensor([norm], dtype=torch.float64),
     )
+    return obj, res
+
+
+def test_channel_reached_late_is_judged_on_the_late_steps() -> None:
+    # the history of a certified run: dense records of phase 1 (the loss still falling), then
+    # one record per certification round of thousands of steps (loss flat, norm growing). By
+    # record count the second half is mostly phase 1, where the loss fell by 40 %; by steps it
+    # is the rounds, where the channel shows.
+    steps = [*range(0, 4001, 500), 8000, 12000, 16000, 20000]
+    loss = [1.0, 0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.45, 0.40, 0.3830, 0.3829, 0.3829, 0.3828]
+    norm = [2.0, 3.0, 4.0, 4.5, 4.6, 4.62, 4.64, 4.65, 4.66, 11.0, 19.5, 29.3, 33.7]
+    obj, res = _single_pair_history(steps, loss, norm)
     (end,) = classify(obj, res)
     assert end.kind == "flat_channel"
     # the same records spaced evenly in steps: the loss fell 40 % over the second half
@@ -291,20 +299,10 @@ def test_a_channel_travelled_by_newton_rounds_is_judged_on_the_rounds() -> None:
     # rounds of Newton iterations alone take no first-order steps: every round's record sits at
     # step 4000, so the second half in steps is the end of phase 1, where the loss still fell
     # 15 %; over the rounds after the first the norm grew tenfold and the loss held
-    teacher = make_teacher(3, 2, seed=0)
-    student = Architecture(3, (3,), 1, "erf", bias=False)
-    obj = student_objective(teacher, student, None)
-    u, v = [0.6, -0.8, 0.0], [0.0, 0.3, 1.0]
-    theta = _planted(student, [u, u, v], [10.0, -10.0, 1.0]).unsqueeze(0)
     steps = [*range(0, 4001, 500), 4000, 4000, 4000, 4000]
     loss = [1.0, 0.9, 0.8, 0.6, 0.4, 0.3, 0.25, 0.22, 0.2025, 0.1740, 0.1719, 0.1719, 0.1719]
     norm = [2.0, 3.0, 3.5, 3.7, 3.8, 3.85, 3.9, 3.92, 3.95, 8.9, 103.0, 103.0, 103.0]
-    res = replace(
-        _result(obj, theta, ["budget"]),
-        history_step=steps,
-        history_loss=torch.tensor([loss], dtype=torch.float64),
-        history_norm=torch.tensor([norm], dtype=torch.float64),
-    )
+    obj, res = _single_pair_history(steps, loss, norm)
     assert classify(obj, res)[0].kind == "not_converged"  # no certification rounds marked
     (end,) = classify(obj, replace(res, history_rounds_from=9))
     assert end.kind == "flat_channel"
