@@ -6,7 +6,10 @@ the member's seed), its own mean loss (cross-entropy; half the squared error for
 set), its own Adam or SGD state (both optimizers are
 element-wise, so one optimizer over the stacked tensors is exactly one per member). The total
 loss is the sum of the member means, whose gradient with respect to member i's parameters is
-member i's own gradient.
+member i's own gradient. A step runs without an autograd graph for the loss: the gradient of
+the mean loss with respect to the outputs is taken in closed form and pulled back through the
+model by :meth:`~escapelab.nets.stacked.StackedModel.vjp` (hand-written for the MLP, autograd
+for other modules), straight into the flat gradient buffer.
 
 Masks (:mod:`escapelab.tickets.masks`, one boolean tensor (E, ...) per masked parameter) are
 enforced by zeroing the masked weights once and the masked gradients before each step, so
