@@ -335,7 +335,7 @@ def fit(
             running += per_member
         count += 1
     steps, vl, va, tl, ta = zip(*history, strict=True)
-    final = {n: p.detach() for n, p in weights.items()}
+    final = {n: p.detach().clone() for n, p in weights.items()}  # not views of the buffer
     diverged = ~torch.stack([torch.isfinite(p.reshape(members, -1)).all(1) for p in final.values()])
     return FitResult(
         final,
