@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchlib import git_info, machine_busy_seconds, machine_info
 from escapelab.data.datasets import load_dataset
 from escapelab.nets.classifiers import build_model
@@ -45,7 +47,7 @@ def timed_imp(
     seeds: list[int],
     max_members: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run IMP; return its records and {wall_s, level_s, others_cpu_share}."""
+    """Run IMP; return its records and {wall_s, cpu_s, level_s, others_cpu_share}."""
     level_times: list[float] = []
     mark = [time.perf_counter()]
 
@@ -63,7 +65,8 @@ def timed_imp(
     others = None
     if busy0 is not None and busy1 is not None:
         others = max(0.0, (busy1 - busy0 - cpu) / (wall * (os.cpu_count() or 1)))
-    return records, {"wall_s": wall, "level_s": level_times, "others_cpu_share": others}
+    timing = {"wall_s": wall, "cpu_s": cpu, "level_s": level_times, "others_cpu_share": others}
+    return records, timing
 
 
 def drift(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,7 +90,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--levels", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="2 levels, 100 steps, 4 seeds")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.steps, args.levels, args.seeds = 100, 2, 4
     data = load_dataset("mnist1d", seed=0)
@@ -98,11 +109,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_imp(model, data, FitConfig(steps=20, eval_every=10), IMPConfig(levels=1), seeds[:2])
     ensemble_records, ensemble = timed_imp(model, data, fit, config, seeds)
     per_seed_records: list[dict[str, Any]] = []
-    per_seed = {"wall_s": 0.0, "level_s": [0.0] * (args.levels + 1), "others_cpu_share": []}
+    per_seed = {
+        "wall_s": 0.0,
+        "cpu_s": 0.0,
+        "level_s": [0.0] * (args.levels + 1),
+        "others_cpu_share": [],
+    }
     for seed in seeds:
         records, timing = timed_imp(model, data, fit, config, [seed])
         per_seed_records += records
         per_seed["wall_s"] += timing["wall_s"]
+        per_seed["cpu_s"] += timing["cpu_s"]
         per_seed["level_s"] = [
             a + b for a, b in zip(per_seed["level_s"], timing["level_s"], strict=True)
         ]
@@ -126,17 +143,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_network": per_network,
         "speedup": per_seed["wall_s"] / ensemble["wall_s"],
         "speedup_vs_per_network": per_network["wall_s"] / ensemble["wall_s"],
-        "target_speedup": 3.0,
+        "cpu_speedup": per_seed["cpu_s"] / ensemble["cpu_s"],
+        "target_speedup": 4.0,  # issue 15's target (3.0 before)
         "agreement": drift(ensemble_records, per_seed_records),
         "agreement_per_network": drift(ensemble_records, network_records),
         "dense_test_acc_es": [r["test_acc_es"] for r in ensemble_records if r["prune_level"] == 0],
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / ("imp-quick.json" if args.quick else "imp.json")
+    out = args.output or RESULTS / ("imp-quick.json" if args.quick else "imp.json")
     out.write_text(json.dumps(report, indent=1))
     print(
         f"ensemble {ensemble['wall_s']:.1f} s, per seed {per_seed['wall_s']:.1f} s, "
-        f"speedup {report['speedup']:.2f}x (target 3x); one network at a time "
+        f"speedup {report['speedup']:.2f}x (target 4x); one network at a time "
         f"{per_network['wall_s']:.1f} s ({report['speedup_vs_per_network']:.2f}x); per level "
         f"{ensemble['wall_s'] / (args.levels + 1):.2f} s vs "
         f"{per_seed['wall_s'] / (args.levels + 1):.2f} s -> {out}"

@@ -22,7 +22,7 @@ in-place operations on its input and no data-dependent control flow, so it runs 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -133,20 +133,61 @@ class MLP(nn.Module):
         """Logits (E, B, n_classes) of E parameter sets (stacked as in ``named_parameters``)
         on inputs (E, B, *input_shape): one ``baddbmm`` per layer, bias fused, which
         :class:`~escapelab.nets.stacked.StackedModel` prefers to vmapping :meth:`forward`."""
-        h = x.flatten(start_dim=2)
-        last = len(self.net) - 1
+        return self._stacked_pass(params, x, None)
+
+    def stacked_vjp(
+        self, params: Mapping[str, Tensor], x: Tensor
+    ) -> tuple[Tensor, Callable[[Tensor, Mapping[str, Tensor]], None]]:
+        """Logits (E, B, n_classes) as :meth:`stacked_forward`, and the pullback: given
+        d(loss)/d(logits) (E, B, n_classes) it writes d(loss)/d(parameter) into ``grads``
+        (name -> tensor of the parameter's shape, overwritten) by hand-written backpropagation:
+        per Linear layer one ``bmm`` for the weight gradient, one sum for the bias and one
+        ``bmm`` for the layer's input, and one element-wise product per activation (no autograd
+        graph; about half the time of autograd on the 40-100-100-10 MLP, issue 15)."""
+        saved: dict[int, Tensor] = {}
+        logits = self._stacked_pass(params, x, saved)
+
+        def pullback(grad_logits: Tensor, grads: Mapping[str, Tensor]) -> None:
+            g = grad_logits.transpose(1, 2)  # (E, features, B), as the pass runs
+            for i in range(len(self.net) - 1, -1, -1):
+                layer = self.net[i]
+                if isinstance(layer, nn.Linear):
+                    torch.bmm(g, saved[i].transpose(1, 2), out=grads[f"net.{i}.weight"])
+                    if layer.bias is not None:
+                        torch.sum(g, dim=2, out=grads[f"net.{i}.bias"])
+                    if i > 0:
+                        g = torch.bmm(params[f"net.{i}.weight"].transpose(1, 2), g)
+                elif isinstance(layer, nn.ReLU):  # its output is the next layer's input
+                    g = torch.ops.aten.threshold_backward(g, saved[i + 1], 0)
+                else:
+                    g = g * get_activation(self.activation).d1(saved[i])
+
+        return logits, pullback
+
+    def _stacked_pass(
+        self, params: Mapping[str, Tensor], x: Tensor, saved: dict[int, Tensor] | None
+    ) -> Tensor:
+        """The batched forward pass, run feature-major: activations are (E, features, B), so
+        each layer is ``W @ h + b`` and the weight gradient ``g @ h^T`` comes out in the
+        weight's own layout. The logits are returned as an (E, B, n_classes) view of
+        class-major memory, where a softmax over the classes is fast (over a contiguous last
+        dimension of 10 classes, torch's CPU kernel is ~10x slower). ``saved`` (if given)
+        receives each layer's input by index."""
+        h = x.flatten(start_dim=2).transpose(1, 2)
         for i, layer in enumerate(self.net):
+            if saved is not None:
+                saved[i] = h
             if isinstance(layer, nn.Linear):
                 weight, bias = params[f"net.{i}.weight"], params.get(f"net.{i}.bias")
                 if bias is None:
-                    h = torch.bmm(h, weight.transpose(1, 2))
+                    h = torch.bmm(weight, h)
                 else:
-                    h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+                    h = torch.baddbmm(bias.unsqueeze(2), weight, h)
             elif isinstance(layer, nn.ReLU):
                 h = torch.relu_(h)  # baddbmm's backward does not need its output
-            elif i < last:
+            else:
                 h = layer(h)
-        return h
+        return h.transpose(1, 2)
 
 
 class LogisticRegression(MLP):

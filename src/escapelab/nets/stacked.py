@@ -9,7 +9,9 @@ Member i initialized with seed s is exactly the module ``factory()`` builds afte
 Modules with buffers (BatchNorm running statistics) are refused: their in-place updates have no
 batched meaning here. A module may provide its own batched forward, ``stacked_forward(params,
 x)`` on (E, B, ...) inputs (the MLP of :mod:`escapelab.nets.classifiers` does, with one
-``baddbmm`` per layer); it is then used instead of the vmapped ``forward``.
+``baddbmm`` per layer); it is then used instead of the vmapped ``forward``. It may also provide
+``stacked_vjp(params, x)``, the outputs and a hand-written pullback (the MLP does); otherwise
+:meth:`StackedModel.vjp` backpropagates with autograd.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class StackedModel:
         self.shapes = {name: p.shape for name, p in probe.named_parameters()}
         self._structure = probe.to("meta")
         self._stacked = getattr(probe, "stacked_forward", None)
+        self._stacked_vjp = getattr(probe, "stacked_vjp", None)
         self._call = vmap(self._member_forward, in_dims=(0, 0))
         self._call_shared = vmap(self._member_forward, in_dims=(0, None))
 
@@ -93,6 +96,28 @@ class StackedModel:
                 x = x.expand(next(iter(params.values())).shape[0], *x.shape)
             return self._stacked(params, x)
         return (self._call_shared if shared else self._call)(dict(params), x)
+
+    def vjp(
+        self, params: Mapping[str, Tensor], x: Tensor
+    ) -> tuple[Tensor, Callable[[Tensor, Mapping[str, Tensor]], None]]:
+        """Outputs (E, B, ...) of every member on its own inputs ``x`` (E, B, ...), and the
+        pullback: ``pullback(grad_outputs, grads)`` overwrites ``grads[name]`` (one tensor of
+        each parameter's shape) with the gradient of sum(grad_outputs * outputs). Uses the
+        module's ``stacked_vjp`` where it has one, else autograd (run even under no_grad)."""
+        if self._stacked_vjp is not None:
+            return self._stacked_vjp(params, x)
+        with torch.enable_grad():
+            leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+            outputs = self.forward(leaves, x)
+
+        def pullback(grad_outputs: Tensor, grads: Mapping[str, Tensor]) -> None:
+            computed = torch.autograd.grad(
+                outputs, list(leaves.values()), grad_outputs, materialize_grads=True
+            )
+            for name, grad in zip(leaves, computed, strict=True):
+                grads[name].copy_(grad)
+
+        return outputs.detach(), pullback
 
     def member(self, params: Mapping[str, Tensor], index: int) -> nn.Module:
         """Member ``index`` as a standalone module (a copy), e.g. for the curvature tools."""

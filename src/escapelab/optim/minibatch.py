@@ -6,13 +6,17 @@ the member's seed), its own mean loss (cross-entropy; half the squared error for
 set), its own Adam or SGD state (both optimizers are
 element-wise, so one optimizer over the stacked tensors is exactly one per member). The total
 loss is the sum of the member means, whose gradient with respect to member i's parameters is
-member i's own gradient.
+member i's own gradient. A step runs without an autograd graph for the loss: the gradient of
+the mean loss with respect to the outputs is taken in closed form and pulled back through the
+model by :meth:`~escapelab.nets.stacked.StackedModel.vjp` (hand-written for the MLP, autograd
+for other modules), straight into the flat gradient buffer.
 
 Masks (:mod:`escapelab.tickets.masks`, one boolean tensor (E, ...) per masked parameter) are
-enforced by zeroing the masked gradients before each step and the masked weights after it, so
-pruned weights stay exactly zero and the optimizer's moments there stay zero. (Both are
-multiplications by a 0/1 tensor, some thirty times faster on the CPU than ``masked_fill_``; only
-in a network that has already diverged can a pruned entry then hold nan.)
+enforced by zeroing the masked weights once and the masked gradients before each step, so
+pruned weights stay exactly zero and the optimizer's moments there stay zero (only in a network
+that has already diverged can a pruned entry then hold nan). All parameters, gradients, masks
+and optimizer moments live in flat buffers (:mod:`escapelab.optim.flat`), so masking and the
+optimizer update are one operation each per step, whatever the number of parameter tensors.
 
 Validation and test sets are evaluated every ``eval_every`` steps and at the end. The
 early-stopping step of a member is the evaluation with the lowest validation loss (Frankle &
@@ -29,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from escapelab.config import constraint
 from escapelab.data.datasets import SupervisedData
 from escapelab.nets.stacked import StackedModel
+from escapelab.optim.flat import FlatParameters
 from escapelab.optim.hooks import Hook, Snapshots, StepState
 
 _EVAL_CHUNK = 2048
@@ -171,9 +175,31 @@ def _per_sample_loss(outputs: Tensor, y: Tensor, regression: bool) -> Tensor:
     squared error against targets y (E, B, k)."""
     if regression:
         return 0.5 * (outputs - y).square().sum(dim=2)
-    members, batch = outputs.shape[:2]
-    flat = F.cross_entropy(outputs.reshape(members * batch, -1), y.reshape(-1), reduction="none")
-    return flat.view(members, batch)
+    return _log_softmax_classes(outputs).gather(1, y.unsqueeze(1)).squeeze(1).neg_()
+
+
+def _log_softmax_classes(outputs: Tensor) -> Tensor:
+    """log softmax over the classes of outputs (E, B, k), returned class-major (E, k, B):
+    reducing over a non-innermost dimension is the fast case of torch's CPU kernel (over an
+    innermost dimension of 10 classes it is ~10x slower, whatever the memory layout)."""
+    return torch.log_softmax(outputs.transpose(1, 2), dim=1)
+
+
+def _mean_loss_and_grad(outputs: Tensor, y: Tensor, regression: bool) -> tuple[Tensor, Tensor]:
+    """Per member the mean loss over the batch (E,) of outputs (E, B, k), as
+    :func:`_per_sample_loss` defines it, and its gradient with respect to the outputs in
+    closed form: (softmax - one_hot(y)) / B for cross-entropy, (outputs - y) / B for half the
+    squared error."""
+    batch = outputs.shape[1]
+    if regression:
+        residual = outputs - y
+        return 0.5 * residual.square().sum(dim=2).mean(dim=1), residual.div_(batch)
+    log_p = _log_softmax_classes(outputs)  # (E, k, B)
+    target = y.unsqueeze(1)
+    loss = log_p.gather(1, target).mean(dim=(1, 2)).neg_()
+    grad = log_p.exp_()  # the softmax, in place of log_p
+    grad.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))
+    return loss, grad.div_(batch).transpose(1, 2)
 
 
 @torch.no_grad()
@@ -198,23 +224,10 @@ def evaluate(
         target = yb.expand(members, *yb.shape)
         loss_sum += _per_sample_loss(outputs, target, regression).sum(dim=1, dtype=torch.float64)
         if not regression:
-            correct += (outputs.argmax(dim=2) == yb).sum(dim=1, dtype=torch.float64)
+            # argmax is fast over a contiguous class dimension (the MLP's logits are not)
+            correct += (outputs.contiguous().argmax(dim=2) == yb).sum(dim=1, dtype=torch.float64)
     accuracy = correct / len(y) if not regression else torch.full_like(correct, math.nan)
     return (loss_sum / len(y)).float().cpu(), accuracy.float().cpu()
-
-
-def _optimizer(config: FitConfig, tensors: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    """Adam or SGD over the stacked tensors, with the fused kernels where this torch has them
-    (on the CPU the default is a per-tensor Python loop, about ten times slower here)."""
-    if config.optimizer == "adam":
-        kind, options = torch.optim.Adam, {"weight_decay": config.weight_decay}
-    else:
-        kind = torch.optim.SGD
-        options = {"momentum": config.momentum, "weight_decay": config.weight_decay}
-    try:
-        return kind(tensors, lr=lr, fused=True, **options)
-    except (RuntimeError, TypeError):
-        return kind(tensors, lr=lr, foreach=True, **options)
 
 
 def fit(
@@ -275,16 +288,15 @@ def fit(
         raise ValueError(f"snapshot steps must lie in [{start_step}, {config.steps}], got {bad}")
     device = model.device
     data = data.to(device)
-    weights = {n: p.detach().to(device, model.dtype).clone() for n, p in params.items()}
-    kept = {}  # name -> 1.0 where the mask keeps, 0.0 where it prunes
-    for name, mask in (masks or {}).items():
-        if name not in weights or mask.shape != weights[name].shape:
-            raise ValueError(f"mask {name!r} does not fit a parameter of the model")
-        kept[name] = mask.to(device, torch.bool).to(model.dtype)
-        weights[name].masked_fill_(kept[name] == 0, 0)
-    for p in weights.values():
-        p.requires_grad_(True)
-    opt = _optimizer(config, list(weights.values()), config.lr if lr is None else lr)
+    keep = {n: m.to(device, torch.bool) for n, m in (masks or {}).items()}
+    flat = FlatParameters({n: p.detach().to(device, model.dtype) for n, p in params.items()}, keep)
+    weights = flat.views
+    opt = flat.optimizer(
+        config.optimizer,
+        config.lr if lr is None else lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
     orders = _batch_orders(seeds, len(data.y_train), config.batch_size, config.steps, device)
     snapshots = Snapshots(snapshot_steps)
     members_index = torch.arange(members)
@@ -298,6 +310,7 @@ def fit(
         tl, ta = evaluate(model, weights, data.x_test, data.y_test, data.regression)
         history.append((step, vl, va, tl, ta))
 
+    group = opt.param_groups[0]
     for step in range(start_step, config.steps + 1):
         state = StepState(step, weights, members_index)
         for hook in (snapshots, *hooks):
@@ -309,24 +322,20 @@ def fit(
             count = 0
         if step == config.steps:
             break
-        for group in opt.param_groups:
-            group["lr"] = (lr or config.lr) if constant_lr else config.lr_at(step, lr)
+        group["lr"] = (lr or config.lr) if constant_lr else config.lr_at(step, lr)
         idx = orders[step].reshape(-1)
-        xb = data.x_train.index_select(0, idx).view(members, -1, *data.x_train.shape[1:])
-        yb = data.y_train.index_select(0, idx).view(members, -1, *data.y_train.shape[1:])
-        per_member = _per_sample_loss(model.forward(weights, xb), yb, data.regression).mean(1)
-        opt.zero_grad(set_to_none=True)
-        per_member.sum().backward()
         with torch.no_grad():
-            for name, keep in kept.items():
-                weights[name].grad.mul_(keep)
+            xb = data.x_train.index_select(0, idx).view(members, -1, *data.x_train.shape[1:])
+            yb = data.y_train.index_select(0, idx).view(members, -1, *data.y_train.shape[1:])
+            outputs, pullback = model.vjp(weights, xb)
+            per_member, grad_outputs = _mean_loss_and_grad(outputs, yb, data.regression)
+            pullback(grad_outputs, flat.grads)
+            flat.mask_grad()
             opt.step()
-            for name, keep in kept.items():
-                weights[name].mul_(keep)
-            running += per_member.detach()
+            running += per_member
         count += 1
     steps, vl, va, tl, ta = zip(*history, strict=True)
-    final = {n: p.detach() for n, p in weights.items()}
+    final = {n: p.detach().clone() for n, p in weights.items()}  # not views of the buffer
     diverged = ~torch.stack([torch.isfinite(p.reshape(members, -1)).all(1) for p in final.values()])
     return FitResult(
         final,
