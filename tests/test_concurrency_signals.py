@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from escapelab.experiments.base import Task
+from escapelab.runner import sweep
 from escapelab.runner.store import DB_NAME, Store, new_owner
 
 SPEC = {
@@ -133,3 +134,32 @@ def test_signal_stops_fast_and_keeps_finished_tasks(
     with sqlite3.connect(store / DB_NAME) as conn:  # the stopped run released its claims
         assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
     print(f"signal {sig}: stopped in {elapsed:.2f} s, {kept} task(s) kept")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_whose_exception_a_finalizer_swallowed_still_stops_the_drive_loop() -> None:
+    """Python raises a signal's exception at the next bytecode of the main thread; inside a
+    ``__del__`` it is printed as ignored and lost. The received signal is recorded anyway, and
+    the loop that drives the tasks stops on it before submitting another task."""
+
+    class SignalsInFinalizer:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # bytecodes for the handler to run on, inside __del__
+                pass
+
+    def always_a_task(free: int) -> tuple[list[Task], int]:
+        return [Task("t")], 1
+
+    class NoRunner:
+        slots, in_flight = 1, 0
+
+        def submit(self, *_: object) -> None:
+            raise AssertionError("a task was submitted after the signal")
+
+    with sweep._signals_interrupt() as received:
+        finalizer = SignalsInFinalizer()
+        del finalizer  # its KeyboardInterrupt is printed as ignored
+        assert received == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            sweep._drive(NoRunner(), "width-sweep", {}, "cpu", always_a_task, print, received)

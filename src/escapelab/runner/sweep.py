@@ -253,21 +253,36 @@ class _LeaseKeeper(threading.Thread):
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM raises KeyboardInterrupt like Ctrl-C does (clusters stop jobs
-    with SIGTERM); the handler before is restored after. Only the main thread can do this."""
+def _signals_interrupt() -> Iterator[list[int]]:
+    """Within the block Ctrl-C raises KeyboardInterrupt and SIGTERM raises RunInterrupted
+    (clusters stop jobs with SIGTERM); the handlers before are restored after. Only the main
+    thread can do this.
+
+    The block yields the list of signals received. Python raises a signal's exception at the
+    next bytecode the main thread runs, and if that bytecode belongs to a finalizer (a
+    ``__del__``, a weakref callback) the exception is printed as "ignored" and lost; a run
+    computing in the driver (``--workers 1``) would then go on to its last task. The loop
+    that drives the tasks checks the list after every task (:func:`_drive`), so a signal stops
+    the run at the latest when the task in flight ends."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
-    def handler(signum: int, frame: object) -> None:
+    def on_term(signum: int, frame: object) -> None:
+        received.append(signal.SIGTERM)
         raise RunInterrupted("SIGTERM", signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def on_int(signum: int, frame: object) -> None:
+        received.append(signal.SIGINT)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
 
 
 def run(
@@ -356,11 +371,11 @@ def run(
     runner: Executor | None = None
     completed = False
     try:
-        with _signals_interrupt():
+        with _signals_interrupt() as received:
             if left:
                 keeper.start()
                 runner = _start_executor(p, workers)
-                _drive(runner, name, spec_data, p.device, next_tasks, save)
+                _drive(runner, name, spec_data, p.device, next_tasks, save, received)
         completed = True
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
@@ -437,11 +452,17 @@ def _drive(
     device: str,
     next_tasks: Callable[[int], tuple[list[Task], int]],
     save: Callable[[TaskResult], None],
+    received: list[int],
 ) -> None:
     """The claim-submit-store loop: keep ``runner.slots`` tasks claimed and submitted, store
     each result as it comes (``save``), until no task of the run is unstored; when the tasks
-    left are claimed by another process, poll until it stores them (or its claims die)."""
+    left are claimed by another process, poll until it stores them (or its claims die).
+    A signal in ``received`` whose exception was lost (:func:`_signals_interrupt`) stops it."""
     while True:
+        if received and received[0] == signal.SIGTERM:
+            raise RunInterrupted("SIGTERM", signal.SIGTERM)
+        if received:
+            raise KeyboardInterrupt
         free = runner.slots - runner.in_flight
         if free > 0:
             batch, unstored = next_tasks(free)
