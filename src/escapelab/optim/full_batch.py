@@ -375,7 +375,7 @@ def _round_groups(
     loss = objective.loss(theta[todo])
     hessian = objective.hessian(theta[todo])
     if free is not None:
-        mask = free[todo].to(hessian)
+        mask = free.to(todo.device)[todo].to(hessian)
         hessian = hessian * mask.unsqueeze(2) * mask.unsqueeze(1)
     eigs = torch.linalg.eigvalsh(hessian)
     psd = eigs[:, 0] >= -cfg.tol_eig * eigs[:, -1].abs()
