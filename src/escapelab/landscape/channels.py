@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from escapelab.nets.activations import ACTIVATIONS
-from escapelab.nets.mlp import Architecture
+from escapelab.nets.mlp import Architecture, Layer
 from escapelab.problems.objective import Objective
 
 CONTINUATION = (1.1, 2.0, 4.0, 8.0)  # the factors t of :func:`channel_drop`
@@ -53,12 +53,11 @@ class Channel:
     flip: bool = False
 
 
-def _incoming(arch: Architecture, theta: Tensor, layer: int) -> Tensor:
-    """Hidden layer ``layer``'s incoming weights with the bias as the last column."""
-    first = arch.unflatten(theta)[layer]
-    if first.bias is None:
-        return first.weight
-    return torch.cat([first.weight, first.bias.unsqueeze(-1)], dim=-1)
+def _incoming(layer: Layer) -> Tensor:
+    """A hidden layer's incoming weights with the bias as the last column."""
+    if layer.bias is None:
+        return layer.weight
+    return torch.cat([layer.weight, layer.bias.unsqueeze(-1)], dim=-1)
 
 
 def _odd(arch: Architecture) -> bool:
@@ -78,26 +77,25 @@ def find_channels(
     ``cos_tol`` times it."""
     layers = arch.unflatten(theta)
     odd = _odd(arch)
-    found = []
-    for k, nxt in enumerate(layers[1:]):
-        incoming = _incoming(arch, theta, k)
+    found: list[Channel] = []
+    for k, (layer, nxt) in enumerate(itertools.pairwise(layers)):
+        incoming = _incoming(layer)
         unit = incoming / incoming.norm(dim=1, keepdim=True).clamp_min(1e-300)
         cos = unit @ unit.t()
         out = nxt.weight.t()  # (units, fan_out of the next layer)
         alignment = out @ out.t()
         big = out.norm(dim=1) > out_min
-        for i, j in itertools.combinations(range(len(cos)), 2):
-            if not (big[i] and big[j]):
-                continue
-            if cos[i, j] > 1.0 - cos_tol and alignment[i, j] < 0:
-                found.append(Channel(k, i, j))
-            elif odd and cos[i, j] < cos_tol - 1.0 and alignment[i, j] > 0:
-                found.append(Channel(k, i, j, flip=True))
+        both_big = (big.unsqueeze(0) & big.unsqueeze(1)).triu(diagonal=1)
+        parallel = both_big & (cos > 1.0 - cos_tol) & (alignment < 0)
+        found += [Channel(k, i, j) for i, j in parallel.nonzero().tolist()]
+        if odd:
+            anti = both_big & (cos < cos_tol - 1.0) & (alignment > 0)
+            found += [Channel(k, i, j, flip=True) for i, j in anti.nonzero().tolist()]
     if len(layers) == 2 and odd and arch.activation != "linear":
         w_norm = layers[0].weight.norm(dim=1)
         a_norm = layers[1].weight.norm(dim=0)
-        for i in ((a_norm > out_min) & (w_norm < cos_tol * a_norm)).nonzero().squeeze(1).tolist():
-            found.append(Channel(0, i))
+        linear = (a_norm > out_min) & (w_norm < cos_tol * a_norm)
+        found += [Channel(0, i) for i in linear.nonzero().squeeze(1).tolist()]
     return found
 
 
