@@ -16,9 +16,9 @@ from escapelab.landscape.channels import (
 from escapelab.landscape.classify import classify
 from escapelab.nets.activations import ACTIVATIONS
 from escapelab.nets.mlp import Architecture
-from escapelab.optim.full_batch import TrainResult
 from escapelab.problems.objective import DataObjective
 from escapelab.problems.teacher import gaussian_inputs
+from hand_results import hand_result
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -123,7 +123,7 @@ def test_the_loss_falls_along_a_channel_and_the_member_is_classified_as_one() ->
     assert 0.9 * loss < drop < loss  # the limit fits exactly: most of the loss goes
     # a member stopped as converged there (far along a channel the gradient is tiny) is no
     # minimum: the continuation says channel
-    (end,) = classify(objective, _hand_result(objective, theta.unsqueeze(0), "converged"))
+    (end,) = classify(objective, hand_result(objective, theta.unsqueeze(0), ["converged"]))
     assert end.kind == "flat_channel" and end.channel_drop == pytest.approx(drop)
 
 
@@ -138,7 +138,7 @@ def test_a_line_of_split_units_is_no_channel() -> None:
     channels = find_channels(arch, theta, 1e-2, 3.0)
     assert channels == [Channel(0, 0, 1)]
     assert channel_drop(objective, theta, channels) == 0.0
-    (end,) = classify(objective, _hand_result(objective, theta.unsqueeze(0), "converged"))
+    (end,) = classify(objective, hand_result(objective, theta.unsqueeze(0), ["converged"]))
     assert end.kind in ("local_min", "saddle") and end.channel_drop == 0.0
 
 
@@ -151,15 +151,3 @@ def test_a_channel_that_would_move_held_coordinates_does_not_count() -> None:
     assert channel_drop(objective, theta, channels, free) > 0
     free[0] = False  # unit 0's first incoming weight is held
     assert channel_drop(objective, theta, channels, free) == 0.0
-
-
-def _hand_result(objective: DataObjective, theta: torch.Tensor, status: str) -> TrainResult:
-    loss, grad = objective.loss_and_grad(theta)
-    return TrainResult(
-        theta=theta,
-        loss=loss,
-        grad_norm=grad.norm(dim=1),
-        status=[status],
-        steps=torch.zeros(1, dtype=torch.long),
-        refine_steps=torch.zeros(1, dtype=torch.long),
-    )

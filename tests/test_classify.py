@@ -15,32 +15,9 @@ from escapelab.nets.mlp import Architecture
 from escapelab.optim.full_batch import TrainConfig, TrainResult, train
 from escapelab.problems.objective import Objective
 from escapelab.problems.teacher import make_teacher, student_objective
+from hand_results import hand_result
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def _result(
-    obj: Objective,
-    theta: torch.Tensor,
-    status: list[str],
-    history_norm: torch.Tensor | None = None,
-    history_loss: torch.Tensor | None = None,
-) -> TrainResult:
-    """A TrainResult built by hand, with the loss and gradient norm of ``theta``."""
-    loss, grad = obj.loss_and_grad(theta)
-    n = theta.shape[0]
-    n_hist = 0 if history_norm is None else history_norm.shape[1]
-    return TrainResult(
-        theta=theta,
-        loss=loss,
-        grad_norm=grad.norm(dim=1),
-        status=status,
-        steps=torch.full((n,), 100, dtype=torch.long),
-        refine_steps=torch.zeros(n, dtype=torch.long),
-        history_step=list(range(0, 10 * n_hist, 10)),
-        history_loss=history_loss,
-        history_norm=history_norm,
-    )
 
 
 @pytest.mark.parametrize("n_samples", [None, 400], ids=["population", "data"])
@@ -49,7 +26,7 @@ def test_teacher_itself_is_a_global_minimum(n_samples: int | None) -> None:
     obj = student_objective(teacher, teacher.arch, n_samples)
     theta = teacher.theta.unsqueeze(0)
     for status in ("global", "converged"):
-        (end,) = classify(obj, _result(obj, theta, [status]))
+        (end,) = classify(obj, hand_result(obj, theta, [status]))
         assert end.kind == "global_min"
         assert end.loss < 1e-14 and end.grad_norm < 1e-14
         # zero residual: the Hessian is the Gauss-Newton matrix J^T J, positive semidefinite
@@ -79,7 +56,7 @@ def test_origin_of_population_erf_network_is_an_exact_saddle() -> None:
         dtype=torch.float64,
     )
     torch.testing.assert_close(eigs, want, rtol=0, atol=1e-14)
-    (end,) = classify(obj, _result(obj, theta, ["converged"]))
+    (end,) = classify(obj, hand_result(obj, theta, ["converged"]))
     assert end.kind == "saddle"
     assert end.eig_min == pytest.approx(-two_over_pi, rel=1e-13)
     assert end.eig_max == pytest.approx(two_over_pi, rel=1e-13)
@@ -106,7 +83,7 @@ def test_origin_of_sampled_odd_network_is_an_exact_saddle(activation: str) -> No
     assert eigs[0].item() == pytest.approx(-b_norm, rel=1e-12)
     assert eigs[-1].item() == pytest.approx(b_norm, rel=1e-12)
     torch.testing.assert_close(eigs[:width], torch.full((width,), -b_norm, dtype=torch.float64))
-    (end,) = classify(obj, _result(obj, theta, ["converged"]))
+    (end,) = classify(obj, hand_result(obj, theta, ["converged"]))
     assert end.kind == "saddle"
     assert end.n_negative == width
     assert end.eig_min == pytest.approx(-b_norm, rel=1e-12)
@@ -156,7 +133,7 @@ def test_non_finite_and_unfinished_endpoints() -> None:
     student = Architecture(3, (2,), 1, "erf", bias=False)
     obj = student_objective(teacher, student, None)
     theta = student.init(3, seed=1)
-    res = _result(obj, theta, ["budget", "diverged", "budget"])
+    res = hand_result(obj, theta, ["budget", "diverged", "budget"])
     res.theta = res.theta.clone()
     res.theta[2, 0] = float("nan")
     res.loss[2] = float("nan")
@@ -241,7 +218,7 @@ def test_flat_channel_needs_pair_growth_and_plateau() -> None:
     flat_loss = torch.full((8,), 0.3, dtype=torch.float64)
     norms = torch.stack([growing, growing, torch.full((8,), 20.0, dtype=torch.float64)])
     losses = flat_loss.expand(3, 8).clone()
-    res = _result(obj, theta, ["budget"] * 3, history_norm=norms, history_loss=losses)
+    res = hand_result(obj, theta, ["budget"] * 3, history_norm=norms, history_loss=losses)
     kinds = [e.kind for e in classify(obj, res)]
     # planted pair + growing norm + flat loss; no opposite pair; no growth
     assert kinds == ["flat_channel", "not_converged", "not_converged"]
@@ -255,7 +232,7 @@ def test_result_without_history_is_classified_without_error() -> None:
     obj = student_objective(teacher, student, None)
     u, v = [0.6, -0.8, 0.0], [0.0, 0.3, 1.0]
     theta = _planted(student, [u, u, v], [10.0, -10.0, 1.0]).unsqueeze(0)
-    res = _result(obj, theta, ["budget"])
+    res = hand_result(obj, theta, ["budget"])
     assert res.history_norm is None and res.history_loss is None
     (end,) = classify(obj, res)
     assert end.kind == "not_converged"
@@ -271,7 +248,7 @@ def _single_pair_history(
     u, v = [0.6, -0.8, 0.0], [0.0, 0.3, 1.0]
     theta = _planted(student, [u, u, v], [10.0, -10.0, 1.0]).unsqueeze(0)
     res = replace(
-        _result(obj, theta, ["budget"]),
+        hand_result(obj, theta, ["budget"]),
         history_step=steps,
         history_loss=torch.tensor([loss], dtype=torch.float64),
         history_norm=torch.tensor([norm], dtype=torch.float64),
@@ -323,7 +300,7 @@ def test_a_unit_turning_linear_is_a_channel() -> None:
     theta = torch.cat([linearizing, ordinary])
     growing = torch.linspace(5.0, 20.0, 8, dtype=torch.float64).expand(2, 8)
     flat = torch.full((2, 8), 4.33e-4, dtype=torch.float64)
-    res = _result(obj, theta, ["budget"] * 2, history_norm=growing, history_loss=flat)
+    res = hand_result(obj, theta, ["budget"] * 2, history_norm=growing, history_loss=flat)
     assert [e.kind for e in classify(obj, res)] == ["flat_channel", "not_converged"]
     assert linearizing_unit(student, linearizing[0], 1e-2, 3.0)
     assert not linearizing_unit(student, ordinary[0], 1e-2, 3.0)
