@@ -443,7 +443,7 @@ def show(hash_prefix: str, store: Path) -> None:
                 [{"worker": w, "tasks": n, "seconds": round(t, 2)} for w, (n, t) in times.items()]
             )
         )
-    failures = open_failures(db, row.hash, exp.tasks(spec))
+    failures = open_failures(db, row.hash)
     if failures:
         click.echo(f"{len(failures)} task(s) failed and are not stored (a rerun retries them):")
         for failure in failures:

@@ -16,6 +16,7 @@ from escapelab.experiments.lottery import Lottery, LotterySpec
 from escapelab.experiments.matrix_sensing import MatrixSensing, MatrixSensingSpec
 from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
 from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
+from escapelab.experiments.scaling import Scaling, ScalingSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
 from escapelab.experiments.ticket_perturbation import TicketPerturbation, TicketPerturbationSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
@@ -26,6 +27,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         WidthSweep(),
         Subnetworks(),
         Escape(),
+        Scaling(),
         Census(),
         Lottery(),
         TicketPerturbation(),
@@ -70,6 +72,8 @@ __all__ = [
     "RandomFeaturesSpec",
     "ReluSpurious",
     "ReluSpuriousSpec",
+    "Scaling",
+    "ScalingSpec",
     "SubnetworkSpec",
     "Subnetworks",
     "Task",

@@ -237,6 +237,33 @@ def plan(
     return Plan(exp, spec_obj, h, exp.tasks(spec_obj), memory, device_name, cluster)
 
 
+class _Stages:
+    """The tasks of a run as it grows: the planned ones, then, for an adaptive experiment (one
+    with a ``next_stage(spec, records) -> list[Task]`` method), each further stage its stored
+    records call for, e.g. more seeds where a rate is not yet resolved.
+
+    A stage is asked for only when every task so far is stored, so it is decided on complete
+    data; and it is a function of the stored records alone, so a resumed run (or a second
+    process on the same store) decides the same stages and runs only what is not stored."""
+
+    def __init__(self, experiment: Any, spec: Any, db: Store, spec_hash: str, tasks: list[Task]):
+        self.experiment, self.spec, self.db, self.spec_hash = experiment, spec, db, spec_hash
+        self.tasks = tasks
+
+    def grow(self) -> list[Task]:
+        """Add the next stage's unstored tasks and return them ([] when the run is complete,
+        the experiment is not adaptive, or planned tasks are still unstored)."""
+        stage = getattr(self.experiment, "next_stage", None)
+        if stage is None:
+            return []
+        done = self.db.done_keys(self.spec_hash)
+        if uncovered_tasks(self.tasks, done)[0]:
+            return []
+        more = uncovered_tasks(stage(self.spec, self.db.records(self.spec_hash)), done)[0]
+        self.tasks += more
+        return more
+
+
 class _LeaseKeeper(threading.Thread):
     """Renews this run's claims every third of the lease, from a thread of its own, so they
     stay alive while the main thread computes a task."""
@@ -327,7 +354,9 @@ def run(
     h, db = p.spec_hash, Store(store)
     spec_data = to_dict(p.spec)
     done_before = db.done_keys(h)
-    left, skipped = uncovered_tasks(p.tasks, done_before)
+    stages = _Stages(p.experiment, p.spec, db, h, list(p.tasks))
+    stages.grow()
+    left, skipped = uncovered_tasks(stages.tasks, done_before)
     owner = new_owner()
     if left:
         db.register(name, spec_data, h, __version__)
@@ -336,7 +365,7 @@ def run(
 
     def next_tasks(n: int) -> tuple[list[Task], int]:
         def todo(taken: set[str]) -> list[Task]:
-            return uncovered_tasks(p.tasks, taken | failed_keys)[0]
+            return uncovered_tasks(stages.tasks, taken | failed_keys)[0]
 
         claimed, unstored = db.claim(h, todo, owner, n, lease_s)
         return [
@@ -375,7 +404,13 @@ def run(
             if left:
                 keeper.start()
                 runner = _start_executor(p, workers)
-                _drive(runner, name, spec_data, p.device, next_tasks, save, received)
+                while True:
+                    _drive(runner, name, spec_data, p.device, next_tasks, save, received)
+                    more = [] if failed_keys else stages.grow()
+                    if not more:
+                        break
+                    bar.total += len(more)
+                    bar.refresh()
         completed = True
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
@@ -413,11 +448,11 @@ def run(
         skipped,
         db.root,
         max(by_others, 0),
-        tuple(open_failures(db, h, p.tasks)),
+        tuple(open_failures(db, h)),
     )
 
 
-def open_failures(db: Store, spec_hash: str, tasks: list[Task]) -> list[TaskFailure]:
+def open_failures(db: Store, spec_hash: str) -> list[TaskFailure]:
     """The logged failures of a run whose seeds are still not all stored (a failed block
     stored since in blocks of another size is no longer a failure)."""
     failures = db.failures(spec_hash)
