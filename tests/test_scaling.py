@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import escapelab
-from escapelab.config import SpecError, build
+from escapelab.config import SpecError, build, to_dict
 from escapelab.experiments.base import Task
 from escapelab.experiments.scaling import (
     Problem,
@@ -22,6 +22,7 @@ from escapelab.experiments.scaling import (
     stop_reason,
     tally,
 )
+from escapelab.report.findings import findings
 
 SMALL = {
     "family": {
@@ -182,6 +183,25 @@ def test_the_runner_grows_the_stages_and_resumes(
     laws = {r["law"]: r for r in out.summary if r["role"] == "law"}
     assert set(laws) == {"lottery_subsets", "lottery_disjoint", "lottery_fitted", "escape", "free"}
     assert min(r["delta_aic"] for r in laws.values()) == 0.0
+    said = findings("scaling", out.summary, to_dict(out.spec))
+    assert said[0].startswith(
+        "On erf-r2-d2-gaussian-t1, P(fail) falls from 0.50 [0.25, 0.75] at m = 2 to "
+        "0.04 [0.01, 0.14] at m = 4 (2 failures in 48); by AIC the best law is"
+    )
+    assert said[1].endswith("at m = 4: those rates are less resolved.")
+    # E2 at m = 3 and 4: seeds 1 and 3 had a winning sub-network, seed 0 failed without one
+    assert said[2] == (
+        "On erf-r2-d2-gaussian-t1, of 8 students checked for winning width-r* sub-networks, "
+        "0 failed although one existed (0.00 [0.00, 0.32]) and 2 succeeded although none did "
+        "(0.25 [0.07, 0.59])."
+    )
+    paths = Scaling().figures(out.spec, out.records, tmp_path / "figures")
+    assert [p.name for p in paths] == [
+        "scaling_search.png",
+        "scaling_rates.png",
+        "scaling_residuals.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     again = escapelab.run("scaling", SMALL, store=tmp_path, progress=False)
     assert again.tasks_run == 0 and len(again.records) == len(out.records)
 

@@ -519,6 +519,12 @@ def problem_rows(
                     for f in fits
                     if f.law != "free" and m in f.residuals
                 },
+                **{
+                    f"pred_lottery_subsets_{end}": getattr(f, f"predicted_{end}")[m]
+                    for f in fits
+                    if f.law == "lottery_subsets" and m in f.predicted
+                    for end in ("low", "high")
+                },
                 **(e2_cells(joined) if joined else {}),
             }
         )

@@ -171,6 +171,80 @@ def minima_census(rows: Rows, spec: dict[str, Any]) -> list[str]:
     return out
 
 
+_LAW_WORDS = {
+    "lottery_subsets": "the lottery law over overlapping sub-networks (no free parameter)",
+    "lottery_disjoint": "the lottery law over disjoint sub-networks (no free parameter)",
+    "lottery_fitted": "the overlapping-subsets law with its base fitted",
+    "escape": "the escape law (each extra unit divides P(fail) by a constant factor)",
+    "free": "no law (every width its own rate)",
+}
+
+
+def scaling(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per chosen problem: P(fail) from m = r* to the widest width, the law AIC prefers and how
+    far behind the combinatorial lottery law is; the widths whose budget ran out; E2."""
+    search = [r for r in rows if r["role"] == "search"]
+    chosen = [r["problem"] for r in search if r["chosen"]]
+    band = f"[{spec['search']['low']}, {spec['search']['high']}]"
+    if not chosen:
+        return [
+            f"No problem of the {len(search)} searched had P(fail at m = r*) in {band}; "
+            "widen the family."
+            if search
+            else "No student has finished yet."
+        ]
+    out = []
+    for name in chosen:
+        widths = [r for r in rows if r["role"] == "width" and r["problem"] == name]
+        laws = {r["law"]: r for r in rows if r["role"] == "law" and r["problem"] == name}
+        first, last = widths[0], widths[-1]
+        text = (
+            f"On {name}, P(fail) {_trend(first['p_fail'], last['p_fail'])} from "
+            f"{share(first['p_fail'], first['ci_low'], first['ci_high'])} at m = "
+            f"{first['width']} to {share(last['p_fail'], last['ci_low'], last['ci_high'])} at "
+            f"m = {last['width']} ({last['failures']} failures in {last['certified']})"
+        )
+        if laws:
+            best = min(laws.values(), key=lambda r: (r["aic"], r["k"]))
+            text += f"; by AIC the best law is {_LAW_WORDS[best['law']]}"
+            if best["law"] == "escape":
+                text += (
+                    f", beta = {best['parameter']:.2f} [{best['parameter_low']:.2f}, "
+                    f"{best['parameter_high']:.2f}] per extra unit"
+                )
+            lottery = laws["lottery_subsets"]
+            if best["law"] != "lottery_subsets":
+                text += (
+                    f", and the overlapping-subsets lottery law is {lottery['delta_aic']:.3g} "
+                    f"AIC units behind (deviance {lottery['deviance']:.3g} over "
+                    f"{lottery['widths_scored']} widths)"
+                )
+        out.append(text + ".")
+        short = [r["width"] for r in widths if r["stop"] == "budget"]
+        if short:
+            out.append(
+                f"On {name}, the seed budget ran out before 20 failures or the target bound at "
+                f"m = {', '.join(map(str, short))}: those rates are less resolved."
+            )
+        e2 = [r for r in widths if r.get("e2_n")]
+        if e2:
+            n = sum(r["e2_n"] for r in e2)
+            against = round(sum(r["ticket_but_failed"] * r["e2_n"] for r in e2))
+            lucky = round(sum(r["no_ticket_but_succeeded"] * r["e2_n"] for r in e2))
+            sampled = " of those checked" if any(r["e2_sampled"] for r in e2) else ""
+            out.append(
+                f"On {name}, of {n} students checked for winning width-r* sub-networks, "
+                f"{against} failed although one existed ({_rate(against, n)}) and {lucky} "
+                f"succeeded although none{sampled} did ({_rate(lucky, n)})."
+            )
+    return out
+
+
+def _rate(k: int, n: int) -> str:
+    """k / n with its Wilson 95 % interval."""
+    return share(k / n, *wilson_interval(k, n))
+
+
 def _bad(row: dict[str, Any]) -> float:
     return row["bad_minima"] / row["seeds"] if row["seeds"] else math.nan
 
@@ -367,6 +441,7 @@ FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
     "subnetworks": subnetworks,
     "escape": escape,
     "minima-census": minima_census,
+    "scaling": scaling,
     "lottery": lottery,
     "ticket-perturbation": ticket_perturbation,
     "implicit-acceleration": implicit_acceleration,

@@ -81,6 +81,17 @@ def plot_rates(rows: list[dict[str, Any]], path: Path) -> Path:
                 color=color,
                 label=_aic_label(rows, name, law),
             )
+        band = [r for r in mine if "pred_lottery_subsets_low" in r]
+        if band:
+            ax.fill_between(
+                [r["width"] for r in band],
+                [max(r["pred_lottery_subsets_low"], FLOOR) for r in band],
+                [max(r["pred_lottery_subsets_high"], FLOOR) for r in band],
+                color=LAW_STYLE["lottery_subsets"][0],
+                alpha=0.15,
+                lw=0,
+                label="lottery_subsets, from q0's interval",
+            )
         ax.set_yscale("log")
         ax.set_ylim(FLOOR / 2, 1.2)
         ax.set_xticks(widths)
@@ -116,6 +127,7 @@ def plot_residuals(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.axhspan(-2, 2, color="0.9", zorder=0)
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_ylim(-10.5, 10.5)
+        ax.set_xticks(sorted({r["width"] for r in mine}))
         ax.set_xlabel("student width m")
         ax.set_ylabel("deviance residual")
         ax.set_title(name, fontsize=9)

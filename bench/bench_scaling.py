@@ -1,0 +1,106 @@
+"""Benchmark: the default ``scaling`` run's wall time and how its adaptive seeding spends it.
+
+Runs ``escapelab run scaling`` (default spec, or a preset) into a store (resumable: rerun after
+an interruption; a finished store is only read again), then reports per chosen problem and width
+the seeds the adaptive stages gave it and the stop each width reached, the students and
+sub-networks trained, members per second over the invocation's wall time, and the compute in
+each training phase (from the records' ``seconds_*``). The CPU may be shared: the 1-minute load
+average before and after is part of the result.
+
+Run ``python bench/bench_scaling.py`` (writes ``bench/results/scaling.json``; with
+``--preset P``, ``scaling-P.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchlib import git_info, machine_info
+from escapelab.presets import preset_spec
+from escapelab.runner.sweep import run
+
+PHASES = ("first_order", "refine", "certify", "classify")
+
+
+def spending(
+    summary: list[dict[str, Any]], records: list[dict[str, Any]], search_seeds: int
+) -> dict[str, Any]:
+    """Seeds and stops per problem and width, members trained (the search's apart), compute
+    per phase."""
+    widths: dict[str, dict[str, Any]] = {}
+    for r in summary:
+        if r["role"] == "width":
+            widths.setdefault(r["problem"], {})[str(r["width"])] = {
+                "seeds": r["seeds"],
+                "failures": r["failures"],
+                "stop": r["stop"],
+            }
+    students = [r for r in records if r.get("role") == "student"]
+    subnets = [r for r in records if r.get("role") == "subnetworks"]
+    phases = {p: sum(float(r.get(f"seconds_{p}", 0.0)) for r in students) for p in PHASES}
+    return {
+        "seeds_per_width": widths,
+        "students": len(students),
+        "search_students": sum(
+            r["width"] == r["r_star"] and r["member"] < search_seeds for r in students
+        ),
+        "subnetworks_trained": sum(r["n_subsets"] for r in subnets),
+        "stops": dict(Counter(r["stop"] for r in summary if r["role"] == "width")),
+        "student_compute_seconds": phases,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", default="bench/results/scaling-store")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--preset", default=None)
+    args = parser.parse_args()
+    spec = preset_spec(args.preset, "scaling") if args.preset else {}
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    outcome = run("scaling", spec, store=args.store, workers=args.workers, progress=True)
+    wall = time.perf_counter() - start
+    spent = spending(outcome.summary, outcome.records, outcome.spec.search.seeds)
+    members = spent["students"] + spent["subnetworks_trained"]
+    result = {
+        "machine": machine_info(),
+        **git_info(),
+        "preset": args.preset or "default",
+        "spec_hash": outcome.spec_hash,
+        "wall_seconds_this_invocation": wall,
+        "tasks_run": outcome.tasks_run,
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": os.getloadavg()[0],
+        "members_per_second": members / wall if outcome.tasks_run else None,
+        **spent,
+    }
+    name = f"scaling-{args.preset}.json" if args.preset else "scaling.json"
+    path = Path(__file__).resolve().parent / "results" / name
+    path.write_text(json.dumps(result, indent=2))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "wall_seconds_this_invocation",
+                    "members_per_second",
+                    "students",
+                    "subnetworks_trained",
+                    "stops",
+                )
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
