@@ -23,6 +23,7 @@ from escapelab.experiments.scaling import (
     tally,
 )
 from escapelab.report.findings import findings
+from escapelab.report.verdict import multistart_scaling
 
 SMALL = {
     "family": {
@@ -252,3 +253,23 @@ def test_real_tasks_of_both_kinds() -> None:
     # m = 3, r* = 2: all C(3, 2) = 3 sub-networks, not a sample
     assert [(r["n_subsets"], r["sampled"]) for r in subs] == [(3, False)] * 2
     assert all(0 <= r["n_winning"] <= 3 for r in subs)
+
+
+def _law_rows(gap: float) -> list[dict]:
+    aics = {"lottery_subsets": 10 + gap, "lottery_disjoint": 500.0, "escape": 10.0, "free": 14.0}
+    k = {"lottery_subsets": 0, "lottery_disjoint": 0, "escape": 1, "free": 6}
+    return [
+        {"role": "law", "problem": "p", "law": law, "aic": a, "k": k[law], "delta_aic": a - 10}
+        for law, a in aics.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("gap", "status"),
+    [(0.0, "supports"), (1.5, "supports"), (5.0, "inconclusive"), (10.5, "contradicts")],
+)
+def test_the_verdict_reads_the_aic_gap(gap: float, status: str) -> None:
+    evidence = multistart_scaling(_law_rows(gap), {})
+    assert evidence.status == status
+    assert evidence.sentence.startswith(f"on p the combinatorial law is {gap:.3g} AIC units")
+    assert multistart_scaling([], {}).status == "inconclusive"

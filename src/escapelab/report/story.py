@@ -25,6 +25,13 @@ QUESTIONS: dict[str, str] = {
         "When a bad local minimum of width r is embedded one unit wider, does it become a "
         "saddle — does the added width give gradient descent a way out? (E4)"
     ),
+    "scaling": (
+        "How does the probability of failure fall with width over orders of magnitude, on "
+        "problems where it is neither rare nor certain at m = r*: combinatorially, as the "
+        "literal lottery picture's multi-start over C(m, r*) sub-networks predicts with no "
+        "free parameter, or by a constant factor per extra unit, as the escape picture "
+        "suggests? (E1, E2, the decisive comparison)"
+    ),
     "minima-census": (
         "How many distinct bad minima are there at each width, how large are their basins, and "
         "which Hessian indices do the critical points near them have? (E5)"
@@ -60,6 +67,21 @@ QUESTIONS: dict[str, str] = {
 """The question each experiment answers, by experiment name."""
 
 CAPTIONS: dict[str, str] = {
+    "scaling_search.png": (
+        "P(fail at m = r*) of every problem of the family (Wilson 95 % intervals, "
+        "search seeds only); the shaded band is where a problem is interesting, red marks "
+        "the problems chosen for the width scan."
+    ),
+    "scaling_rates.png": (
+        "P(fail) against width on a log scale for each chosen problem: measured with Wilson "
+        "95 % intervals (an open triangle at the upper bound where no failure was seen) and "
+        "each law's prediction, with its AIC above the best law's. The shaded band is the "
+        "overlapping-subsets lottery law carried through the interval of p measured at m = r*."
+    ),
+    "scaling_residuals.png": (
+        "Signed deviance residual of each law at each width above r* (grey: |r| < 2, a fit "
+        "within about the 5 % level); clipped at ±10."
+    ),
     "p_global_vs_width.png": (
         "Share of students that reach a global minimum (black, 95 % interval) against width m, "
         "the share that ends in a bad local minimum (vermillion) and out of budget (grey), and "
@@ -230,6 +252,31 @@ def _relu_spurious(spec: dict[str, Any]) -> list[str]:
     ]
 
 
+def _scaling(spec: dict[str, Any]) -> list[str]:
+    """Sentences for the stages of ``scaling``."""
+    f, search, w, e2 = spec["family"], spec["search"], spec["widths"], spec["subnetworks"]
+    tr = spec["train"]
+    loss = "exact population loss" if spec["n_samples"] is None else f"{spec['n_samples']} samples"
+    return [
+        f"Family: teachers of r* = {_list(f['r_stars'])} {_list(f['activations'])} units on "
+        f"d = {_list(f['ds'])} Gaussian inputs, {_list(f['incoming'])} incoming weights "
+        f"(orthonormal only where r* ≤ d), {f['teachers']} teacher seed(s) each; {loss}.",
+        f"Search: {search['seeds']} students of width r* per problem; up to "
+        f"{search['problems']} problems with P(fail) in [{search['low']:g}, {search['high']:g}] "
+        "are scanned, different activations first, then the rate nearest 1/2.",
+        f"Widths r* … {w['factor']} r*; each width gets seeds in stages until it has seen "
+        f"{w['min_failures']} failures, or the upper end of its Wilson 95 % interval is below "
+        f"{w['target_upper']:g}, or it has {w['max_seeds']} seeds.",
+        f"Failure: a certified endpoint of class {_list(spec['failures'])}; students out of "
+        "budget are neither success nor failure.",
+        f"Training: {tr['steps']} Adam steps, then damped Newton and up to "
+        f"{tr['certify_rounds']} certification rounds (gradient ∞-norm ≤ {tr['tol_cert']:g}).",
+        f"E2: the first {e2['seeds']} students of every width above r* have their width-r* "
+        f"sub-networks (at most {e2['max_subsets']}, sampled beyond) trained alone.",
+        "Laws: scored on the widths above r* by binomial likelihood and AIC with p from m = r*.",
+    ]
+
+
 def _settings(spec: dict[str, Any], prefix: str = "") -> list[str]:
     """``key = value`` for every field of a plain spec, nested sections dotted."""
     out = []
@@ -248,6 +295,8 @@ def method(name: str, spec: dict[str, Any]) -> list[str]:
     settings listed."""
     if name == "relu-spurious":
         return _relu_spurious(spec)
+    if name == "scaling":
+        return _scaling(spec)
     if name not in ("lottery", "ticket-perturbation") and "teacher" not in spec:
         return ["Settings: " + "; ".join(_settings(spec)) + "."]
     if name == "lottery":

@@ -233,6 +233,35 @@ def classic_tickets(rows: Rows, spec: dict[str, Any]) -> Evidence:
     return Evidence(_combine(statuses), "; ".join(sentences))
 
 
+# AIC differences: within 2 a law is as good as the best; beyond 10 it is decisively worse
+# (Burnham & Anderson 2002, sec. 2.6)
+AIC_SAME, AIC_DECISIVE = 2.0, 10.0
+
+
+def multistart_scaling(rows: Rows, spec: dict[str, Any]) -> Evidence:
+    """Scaling: on each chosen problem, the overlapping-subsets lottery law (no free parameter)
+    against the best law by AIC. Supports when it is within 2 AIC units of the best, contradicts
+    when more than 10 behind; inconclusive in between, or when no law could be fitted."""
+    statuses, sentences = [], []
+    for name in dict.fromkeys(r["problem"] for r in rows if r["role"] == "law"):
+        laws = {r["law"]: r for r in rows if r["role"] == "law" and r["problem"] == name}
+        gap = laws["lottery_subsets"]["delta_aic"]
+        best = min(laws.values(), key=lambda r: (r["aic"], r["k"]))["law"]
+        statuses.append(
+            "supports"
+            if gap <= AIC_SAME
+            else "contradicts"
+            if gap > AIC_DECISIVE
+            else "inconclusive"
+        )
+        sentences.append(
+            f"on {name} the combinatorial law is {gap:.3g} AIC units behind the best ({best})"
+        )
+    if not statuses:
+        return Evidence("inconclusive", "no problem with a law fitted yet")
+    return Evidence(_combine(statuses), "; ".join(sentences))
+
+
 def _combine(statuses: list[str]) -> Status:
     """One status from several: unanimous, or inconclusive when they disagree or are mixed."""
     kinds = set(statuses)
@@ -244,8 +273,12 @@ CLAIMS: tuple[Claim, ...] = (
         "multistart",
         "Wide networks succeed as a multi-start over their width-r* tickets",
         "lottery picture, read literally (E1, E2)",
-        {"width-sweep": multistart_sweep, "subnetworks": multistart_tickets},
-        "escapelab run width-sweep && escapelab run subnetworks",
+        {
+            "width-sweep": multistart_sweep,
+            "subnetworks": multistart_tickets,
+            "scaling": multistart_scaling,
+        },
+        "escapelab run scaling",
     ),
     Claim(
         "perturbation",
