@@ -160,7 +160,7 @@ def test_choose_prefers_other_activations_then_the_middle() -> None:
         r = int(label.split("-")[1][1:])
         failed = round(q * 64)
         records += _students(label, r, ["local_min"] * failed + ["global_min"] * (64 - failed))
-    chosen = [p.label for p, _ in choose(spec, records)]
+    chosen = [p.label for p in choose(spec, records)]
     # the erf problem nearest 1/2 first, then relu (0.95 is outside the band)
     assert chosen == ["erf-r3-d2-gaussian-t0", "relu-r3-d2-gaussian-t0"]
 

@@ -301,7 +301,7 @@ def next_block(spec: ScalingSpec, t: Tally) -> int:
     return min(spec.widths.max_seeds, target)
 
 
-def choose(spec: ScalingSpec, records: list[dict[str, Any]]) -> list[tuple[Problem, Tally]]:
+def choose(spec: ScalingSpec, records: list[dict[str, Any]]) -> list[Problem]:
     """The problems to scale: P(fail at m = r*) from the search's seeds within the band, at
     most ``search.problems``, different activations first, then the rate nearest 1/2."""
     groups = _students(records)
@@ -311,11 +311,11 @@ def choose(spec: ScalingSpec, records: list[dict[str, Any]]) -> list[tuple[Probl
         t = tally(spec, mine)
         if t.certified and spec.search.low <= t.rate <= spec.search.high:
             inside.append((p, t))
-    chosen: list[tuple[Problem, Tally]] = []
+    chosen: list[Problem] = []
     while inside and len(chosen) < spec.search.problems:
-        used = [p.activation for p, _ in chosen]
+        used = [p.activation for p in chosen]
         best = min(inside, key=lambda pt: (used.count(pt[0].activation), abs(_logit(pt[1].rate))))
-        chosen.append(best)
+        chosen.append(best[0])
         inside.remove(best)
     return chosen
 
@@ -345,7 +345,7 @@ class Scaling:
         ``search.seeds`` seeds, then more seeds where a width needs them, and the E2 blocks."""
         groups = _students(records)
         tasks: list[Task] = []
-        for p, _ in choose(spec, records):
+        for p in choose(spec, records):
             for m in range(p.r_star, spec.widths.factor * p.r_star + 1):
                 mine = groups.get((p.label, m), [])
                 t = tally(spec, mine)
@@ -405,9 +405,9 @@ class Scaling:
         log-likelihood, AIC, AIC above the best, deviance and fitted parameter)."""
         groups = _students(records)
         chosen = choose(spec, records)
-        names = {p.label for p, _ in chosen}
+        names = {p.label for p in chosen}
         rows = [search_row(spec, p, groups, p.label in names) for p in problems(spec)]
-        for p, _ in chosen:
+        for p in chosen:
             rows += problem_rows(spec, p, groups, records)
         return rows
 
@@ -507,7 +507,8 @@ def problem_rows(
                 "ci_low": lo,
                 "ci_high": hi,
                 "p_bad_min": t.bad_min / t.certified if t.certified else math.nan,
-                "not_converged": t.seeds - t.certified,
+                **{c: t.by_class[c] for c in ("local_min", "saddle", "flat_channel")},
+                **{c: t.by_class[c] for c in UNCERTIFIED},
                 "stop": stop_reason(spec, t) or "more seeds pending",
                 **{
                     f"pred_{f.law}": f.predicted[m]
@@ -549,4 +550,4 @@ def problem_rows(
     return rows
 
 
-__all__ = ["FAILURE_CLASSES", "Problem", "Scaling", "ScalingSpec", "fit_laws", "problems"]
+__all__ = ["FAILURE_CLASSES", "Problem", "Scaling", "ScalingSpec", "problems"]
