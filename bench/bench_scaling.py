@@ -4,8 +4,11 @@ Runs ``escapelab run scaling`` (default spec, or a preset) into a store (resumab
 an interruption; a finished store is only read again), then reports per chosen problem and width
 the seeds the adaptive stages gave it and the stop each width reached, the students and
 sub-networks trained, members per second over the invocation's wall time, and the compute in
-each training phase (from the records' ``seconds_*``). The CPU may be shared: the 1-minute load
-average before and after is part of the result.
+each training phase (from the records' ``seconds_*``). Members per second are over the wall
+time of every invocation that ran tasks of the spec (the store's provenance log), so a run
+resumed after an interruption, or measured earlier with ``escapelab run scaling`` on the same
+store, is counted whole. The CPU may be shared: the 1-minute load average before and after
+this invocation is part of the result, and the provenance entries carry each invocation's.
 
 Run ``python bench/bench_scaling.py`` (writes ``bench/results/scaling.json``; with
 ``--preset P``, ``scaling-P.json``).
@@ -23,6 +26,7 @@ from typing import Any
 
 from benchlib import git_info, machine_info
 from escapelab.presets import preset_spec
+from escapelab.report.provenance import read
 from escapelab.runner.sweep import run
 
 PHASES = ("first_order", "refine", "certify", "classify")
@@ -69,6 +73,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     spent = spending(outcome.summary, outcome.records, outcome.spec.search.seeds)
     members = spent["students"] + spent["subnetworks_trained"]
+    invocations = read(Path(outcome.store) / outcome.spec_hash)
+    run_wall = sum(float(e["wall_time"]) for e in invocations)
     result = {
         "machine": machine_info(),
         **git_info(),
@@ -78,7 +84,9 @@ def main() -> None:
         "tasks_run": outcome.tasks_run,
         "load_average_1min_before": load_before,
         "load_average_1min_after": os.getloadavg()[0],
-        "members_per_second": members / wall if outcome.tasks_run else None,
+        "wall_seconds_all_invocations": run_wall,
+        "invocations": invocations,
+        "members_per_second": members / run_wall if run_wall else None,
         **spent,
     }
     name = f"scaling-{args.preset}.json" if args.preset else "scaling.json"
@@ -89,7 +97,7 @@ def main() -> None:
             {
                 k: result[k]
                 for k in (
-                    "wall_seconds_this_invocation",
+                    "wall_seconds_all_invocations",
                     "members_per_second",
                     "students",
                     "subnetworks_trained",
