@@ -75,7 +75,7 @@ class FamilySpec:
     incoming: tuple[Literal["gaussian", "orthonormal"], ...] = ("gaussian", "orthonormal")
     outgoing: Literal["ones", "signs", "gaussian"] = "ones"
     scale: float = field(default=2.0, metadata=constraint(gt=0, help="incoming weight scale"))
-    teachers: int = field(default=1, metadata=constraint(ge=1, help="teacher seeds per cell"))
+    teachers: int = field(default=2, metadata=constraint(ge=1, help="teacher seeds per cell"))
     teacher_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -90,10 +90,10 @@ class SearchSpec:
     """How the problems are chosen: ``seeds`` students of width r* per problem, the band of
     P(fail at m = r*) that counts as interesting, and how many problems to scale."""
 
-    seeds: int = field(default=64, metadata=constraint(ge=2, help="students per problem"))
+    seeds: int = field(default=48, metadata=constraint(ge=2, help="students per problem"))
     low: float = field(default=0.2, metadata=constraint(gt=0, lt=1))
     high: float = field(default=0.9, metadata=constraint(gt=0, lt=1))
-    problems: int = field(default=2, metadata=constraint(ge=1, help="problems to scale"))
+    problems: int = field(default=4, metadata=constraint(ge=1, help="problems to scale"))
 
     def __post_init__(self) -> None:
         if self.low >= self.high:
@@ -107,15 +107,15 @@ class WidthsSpec:
     factor: int = field(default=3, metadata=constraint(ge=2, help="widest student / r*"))
     min_failures: int = field(default=20, metadata=constraint(ge=1))
     target_upper: float = field(default=1e-3, metadata=constraint(gt=0, lt=1))
-    max_seeds: int = field(default=512, metadata=constraint(ge=2, help="budget per width"))
+    max_seeds: int = field(default=192, metadata=constraint(ge=2, help="budget per width"))
 
 
 @dataclass(frozen=True)
 class SubnetworkSpec:
     """E2 on the first ``seeds`` students of every width above r* (0: none)."""
 
-    seeds: int = field(default=12, metadata=constraint(ge=0))
-    max_subsets: int = field(default=16, metadata=constraint(ge=1))
+    seeds: int = field(default=8, metadata=constraint(ge=0))
+    max_subsets: int = field(default=12, metadata=constraint(ge=1))
     subset_seed: int = 0
 
 
@@ -138,7 +138,7 @@ class ScalingSpec:
     data_seed: int = 0
     failures: tuple[Literal["local_min", "saddle", "flat_channel"], ...] = FAILURE_CLASSES
     seeds_per_task: int = field(
-        default=64, metadata=constraint(ge=1, execution=True, help="students per task")
+        default=48, metadata=constraint(ge=1, execution=True, help="students per task")
     )
 
     def __post_init__(self) -> None:
