@@ -150,7 +150,7 @@ def test_the_next_block_and_the_stops() -> None:
 
 
 def test_choose_prefers_other_activations_then_the_middle() -> None:
-    spec = build(ScalingSpec, {"search": {"problems": 2}})
+    spec = build(ScalingSpec, {"search": {"problems": 2, "seeds": 64}})
     rates = {
         "erf-r3-d2-gaussian-t0": 0.5,
         "erf-r4-d2-gaussian-t0": 0.45,
