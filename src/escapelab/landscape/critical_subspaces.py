@@ -38,7 +38,7 @@ rows up per construction and kind of critical point. What it measured is quoted 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,12 +46,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from escapelab.config import SpecError
-from escapelab.experiments.kits.teacher_student import TeacherSpec, TrainSpec
 from escapelab.nets.mlp import Architecture, Layer
-from escapelab.optim.full_batch import train
+from escapelab.optim.full_batch import TrainConfig, train
 from escapelab.optim.refine import NewtonRefiner
 from escapelab.problems.population import PopulationObjective
-from escapelab.problems.teacher import make_teacher
+from escapelab.problems.teacher import Teacher, make_teacher
 from escapelab.seeding import derive_seed
 
 CONSTRUCTIONS = (
@@ -68,6 +67,11 @@ CHECK_ACTIVATIONS = ("erf", "relu")
 TOL_VERIFIED = 1e-12
 #: a critical point with a loss above this is a non-global one
 TOL_GLOBAL = 1e-9
+#: how the narrower students are trained: the experiments' settings (Adam, then damped Newton,
+#: certification to a gradient infinity norm of 1e-12), with 2,000 first-order steps
+TRAINING = TrainConfig(
+    steps=2000, refine_steps=60, tol_global=TOL_GLOBAL, certify_rounds=6, tol_cert=TOL_VERIFIED
+)
 
 
 @dataclass(frozen=True)
@@ -93,19 +97,16 @@ def _arch(d: int, width: int, activation: str) -> Architecture:
     return Architecture(d, (width,), 1, activation, bias=False, output_bias=False)
 
 
-def _objective(teacher: TeacherSpec, width: int) -> PopulationObjective:
+def check_teacher(activation: str, d: int, r_star: int, seed: int) -> Teacher:
+    """The teacher of the check: ``r_star`` units on ``d`` inputs, Gaussian incoming weights of
+    scale 2 (clearly nonlinear units) and Gaussian output weights, no biases."""
+    return make_teacher(d, r_star, activation, "gaussian", "gaussian", False, seed, 2.0)
+
+
+def _objective(teacher: Teacher, width: int) -> PopulationObjective:
     """The exact population loss of width-``width`` students of ``teacher`` (float64)."""
-    t = make_teacher(
-        teacher.d,
-        teacher.width,
-        teacher.activation,
-        teacher.incoming,
-        teacher.outgoing,
-        False,
-        teacher.seed,
-        teacher.scale,
-    )
-    return PopulationObjective(_arch(teacher.d, width, teacher.activation), t.arch, t.theta)
+    arch = _arch(teacher.arch.d_in, width, teacher.arch.activation)
+    return PopulationObjective(arch, teacher.arch, teacher.theta)
 
 
 def _flat(arch: Architecture, weights: Tensor, outputs: Tensor) -> Tensor:
@@ -118,10 +119,10 @@ def _split(theta: Tensor, arch: Architecture) -> tuple[Tensor, Tensor]:
     return first.weight, last.weight[..., 0, :]
 
 
-def teacher_point(teacher: TeacherSpec) -> CriticalPoint:
+def teacher_point(teacher: Teacher) -> CriticalPoint:
     """The teacher itself as a width-r* student: a global minimum (loss 0 up to rounding)."""
     objective = _objective(teacher, teacher.width)
-    theta = objective.teacher_theta.unsqueeze(0)
+    theta = teacher.theta.unsqueeze(0)
     loss, grad = objective.loss_and_grad(theta)
     weights, outputs = _split(theta[0], objective.arch)
     return CriticalPoint(weights, outputs, float(loss[0]), float(grad.abs().max()))
@@ -143,15 +144,14 @@ def _polish(objective: PopulationObjective, theta: Tensor, steps: int = 30) -> T
 
 
 def trained_points(
-    teacher: TeacherSpec, width: int, members: int, seed: int = 0
+    teacher: Teacher, width: int, members: int, seed: int = 0
 ) -> list[CriticalPoint]:
     """Certified critical points of width-``width`` students of ``teacher``: ``members`` students
-    trained with the experiments' :class:`TrainSpec` (Adam, damped Newton, certification), the
-    certified ones polished (:func:`_polish`) and kept with their loss and gradient."""
+    trained as :data:`TRAINING` says, the certified ones polished (:func:`_polish`) and kept with
+    their loss and gradient."""
     objective = _objective(teacher, width)
     theta0 = objective.arch.init(members, derive_seed("count-check", seed, width))
-    spec = replace(TrainSpec(), steps=2000)
-    result = train(objective, theta0, spec, progress=False)
+    result = train(objective, theta0, TRAINING, progress=False)
     certified = result.certified if result.certified is not None else torch.zeros(0, dtype=bool)
     theta = _polish(objective, result.theta[certified])
     loss, grad = objective.loss_and_grad(theta)
@@ -177,8 +177,9 @@ def embed(
     extra = m - r
     if construction not in CONSTRUCTIONS:
         raise SpecError("construction", f"must be one of {', '.join(CONSTRUCTIONS)}")
-    if extra < (2 if construction == "cancelling_group" else 1):
-        raise SpecError("m", f"{construction} needs m >= r + {2 if extra < 2 else 1}, got {m}")
+    need = 2 if construction == "cancelling_group" else 1
+    if extra < need:
+        raise SpecError("m", f"{construction} needs m >= r + {need}, got {m}")
     w, a = point.weights.clone(), point.outputs.clone()
     if construction in ("duplicate", "sign_flip"):
         source = torch.cat([torch.arange(r), torch.randint(0, r, (extra,), generator=gen)])
@@ -206,7 +207,7 @@ def embed(
 
 
 def max_gradient(
-    teacher: TeacherSpec, point: CriticalPoint, m: int, construction: str, samples: int, seed: int
+    teacher: Teacher, point: CriticalPoint, m: int, construction: str, samples: int, seed: int
 ) -> float:
     """The largest gradient infinity norm over ``samples`` random points of the subspace."""
     gen = torch.Generator().manual_seed(derive_seed("count-check-samples", seed, m))
@@ -248,22 +249,19 @@ def check_constructions(
 ) -> list[dict[str, Any]]:
     """Measure every construction on global and non-global certified critical points.
 
-    For each of ``teachers`` teachers (seeds 0, 1, ...; ``d`` inputs, ``r_star`` units, Gaussian
-    incoming weights of scale 2, Gaussian output weights): the teacher itself (global, width r*)
-    and the certified endpoints of ``students`` width-(r* - 1) students (non-global: they cannot
-    reach loss 0), each embedded in widths r + 1 and r + 2 by every construction, ``samples``
-    random points per subspace. One row per (construction, teacher, point, m): construction,
-    activation, teacher, kind, r, m, loss, base_grad (the point's own gradient), max_grad (over
-    the samples) and verified (max_grad <= TOL_VERIFIED). Raises :class:`SpecError` naming the
-    field on bad input.
+    For each of ``teachers`` teachers (:func:`check_teacher`, seeds 0, 1, ...): the teacher
+    itself (global, width r*) and the certified endpoints of ``students`` width-(r* - 1)
+    students (non-global: they cannot reach loss 0), each embedded in widths r + 1 and r + 2 by
+    every construction, ``samples`` random points per subspace. One row per (construction,
+    teacher, point, m): construction, activation, teacher, kind, r, m, loss, base_grad (the
+    point's own gradient), max_grad (over the samples) and verified (max_grad <=
+    TOL_VERIFIED). Raises :class:`SpecError` naming the field on bad input.
     """
     names = list(constructions)
     _check_inputs(activation, d, r_star, teachers, samples, names)
     rows: list[dict[str, Any]] = []
     for seed in tqdm(range(teachers), desc="teachers", disable=not progress):
-        teacher = TeacherSpec(
-            d=d, width=r_star, activation=activation, outgoing="gaussian", scale=2.0, seed=seed
-        )
+        teacher = check_teacher(activation, d, r_star, seed)
         points = [teacher_point(teacher)]
         points += trained_points(teacher, r_star - 1, students, seed)
         for k, point in enumerate(points):
@@ -320,6 +318,7 @@ __all__ = [
     "TOL_VERIFIED",
     "CriticalPoint",
     "check_constructions",
+    "check_teacher",
     "construction_verdicts",
     "embed",
     "max_gradient",
