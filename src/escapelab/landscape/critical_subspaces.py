@@ -13,8 +13,8 @@ rho = f - y):
 
 * ``duplicate`` — each extra unit copies the incoming vector of a random unit i; the output
   weights of unit i's copies are a random split gamma_j A_i with sum_j gamma_j = 1 (gammas drawn
-  around 1/s with spread 1, so most fall outside [0, 1]). dL/da_j = E[rho sigma(W_i x)] and
-  dL/dw_j = gamma_j dL/dW_i / ... vanish with those of unit i (Fukumizu & Amari 2000): critical.
+  around 1/s with spread 1, so most fall outside [0, 1]). dL/da_j = dL/dA_i and
+  dL/dw_j = gamma_j dL/dW_i vanish with those of unit i (Fukumizu & Amari 2000): critical.
 * ``zero_output`` — a_j = 0 with a free random w_j. dL/da_j = E[rho sigma(w_j . x)]: zero where
   rho = 0 (a global minimum), generically not otherwise.
 * ``zero_unit`` — a_j = 0 and w_j = 0: dL/da_j = sigma(0) E[rho] and dL/dw_j = 0, so critical

@@ -10,26 +10,37 @@ h and the reverse holds for h >> r*. Only the abstract could be checked, not the
 statements, so the formulas below are derived from a counting model of our own, and that model
 counts only the constructions that were *measured* to give critical points.
 
-Measurement (:mod:`escapelab.landscape.critical_subspaces`, ``escapelab counts --verify``). A
-certified critical point (gradient infinity norm <= 1e-12, float64, exact population loss) of a
-width-r student is embedded in width r + 1 and r + 2 by each construction, five random points of
-each resulting affine subspace are drawn, and the exact gradient is evaluated there. With erf
-and relu, d = 3, r* = 3, 4 teachers (the teacher itself as the global minimum; certified
-width-2 students, loss 1.6e-3 .. 1.2e-1, as non-global points):
+Measurement (:mod:`escapelab.landscape.critical_subspaces`). A certified critical point
+(gradient infinity norm <= 1e-12, float64, exact population loss) of a width-r student is
+embedded in widths r + 1 and r + 2 by each construction, five random points of each resulting
+affine subspace are drawn, and the exact gradient is evaluated there. Measured with
+``escapelab counts --verify --verify-teachers 4 --verify-activation erf`` (and ``relu``): d = 3,
+r* = 3, 4 teachers; the teachers themselves are the global minima (loss 0) and 12 (erf) or 13
+(relu) distinct certified endpoints of width-2 students the non-global points (loss 3.0e-6 ..
+3.2e-3 for erf, 1.3e-5 .. 3.6 for relu); 220 and 209 embedded subspaces:
 
-* duplication — copies of a unit share its incoming weight, their output weights split its
-  output weight with any factors summing to 1 (most outside [0, 1]): critical everywhere, at
-  global and non-global points, max |grad| 2.7e-15 (Fukumizu & Amari, Neural Networks
-  13:317-327, 2000);
-* zero-output units with a free incoming weight, and groups of units sharing a free incoming
-  weight with output weights summing to 0: critical at global minima (max |grad| 4.4e-16),
-  refuted at non-global ones (min over cases of max |grad| 3.8e-5: dL/da_j = E[(f - y)
-  sigma(w_j . x)] does not vanish);
-* activation-specific, verified but not counted here: a zero unit (a_j = 0, w_j = 0) when
-  sigma(0) = 0 (erf, relu: max |grad| 4.4e-16 at non-global points), and sign-flipped copies
-  (-W_i with the output weight's sign flipped) for odd sigma (erf: 1.3e-15; relu: refuted,
-  |grad| >= 0.6); a unit with w_j = 0 and a free output weight is refuted at non-global points
-  (it is critical at global minima when sigma(0) = 0).
+* duplication -- copies of a unit share its incoming weight, their output weights split its
+  output weight with random factors summing to 1 (most outside [0, 1]): critical at global and
+  non-global points alike, max |grad| 2.7e-15 (the splitting argument of Fukumizu & Amari,
+  Neural Networks 13:317-327, 2000);
+* zero-output units with a free incoming weight, and cancelling groups (units sharing a free
+  incoming weight, output weights summing to 0): critical at global minima (max |grad|
+  4.4e-16), refuted at non-global points (max |grad| at least 6.6e-5 and 1.2e-4 in every case,
+  up to 3.0: dL/da_j = E[(f - y) sigma(w_j . x)] does not vanish when f != y);
+* activation-specific constructions, measured but not counted here: a zero unit (a_j = 0,
+  w_j = 0) is critical everywhere when sigma(0) = 0 (erf, relu; max |grad| 4.4e-16);
+  sign-flipped copies (-W_i, the output weight's sign flipped) are critical for odd sigma (erf:
+  1.0e-15) and not for relu (at least 0.51); a unit with w_j = 0 and a free output weight is
+  refuted at non-global points (at least 4.4e-5) and, when sigma(0) = 0, critical at global
+  minima.
+
+The counts below use the constructions critical for every activation and leave the
+activation-specific ones out, so for sigma(0) = 0 or odd sigma (erf and relu as measured; tanh
+by the same argument) they are lower bounds. Counting zero units in G
+as well (sigma(0) = 0) would give G(r, m) = sum_k C(m, k) r! S(m - k, r): numerically the G of an
+earlier model, which counted zero-output units with *free* incoming weights at non-global
+points (refuted above; crossovers 3, 5, 6, 8, 9 for r* = 2 .. 6) -- the same number of
+subspaces, of lower dimension (w_j pinned to 0). Sign flips would multiply G and T again.
 
 Counting model. A width-r network with r distinct units (incoming weights W_1..W_r, non-zero,
 pairwise distinct; output weights A_1..A_r non-zero) is embedded in width m by a partition of
@@ -57,9 +68,7 @@ alone number sum_j (-1)^j C(r*, j) (r* + 1 - j)^m) and sum_{r<r*} G(r, m) like (
 saddle/global ratio falls through 1 at a crossover width: m = 2, 4, 5, 6, 8 for r* = 2 .. 6
 (for r* = 2 the single saddle subspace G(1, m) = 1 never outnumbers T(2, m) >= 2). Counting the
 cancelling groups of two or more units changes no crossover (T without them gives the same
-widths). An earlier model counted zero-output units with free incoming weights at non-global
-points as well (G(r, m) = T(r, m) without cancelling groups, crossovers 3, 5, 6, 8, 9); the
-measurement refutes it, and it was removed.
+widths for r* = 2 .. 8). The earlier model (above) was removed.
 
 Everything here is exact integer arithmetic, without plotting: :func:`counts_table` computes what
 ``escapelab counts`` prints, and :mod:`escapelab.report.counts` draws and writes it.
