@@ -10,6 +10,7 @@ import pytest
 
 from escapelab.config import SpecError
 from escapelab.report.counts import plot_symmetry_counts, write_symmetry_counts
+from escapelab.report.findings import symmetry_counts
 from escapelab.report.tables import markdown_table
 from escapelab.theory.symmetry_counts import (
     CountsTable,
@@ -217,3 +218,13 @@ def test_write_symmetry_counts(tmp_path: Path) -> None:
     assert len(lines) == 2 + 6 + 5
     assert lines[0].split("|")[1].strip() == "r_star"
     assert png_size(png) == (1020, 660)
+
+
+def test_counts_finding_sentence() -> None:
+    crossovers = counts_table([2, 3, 6], 2).crossovers
+    assert symmetry_counts(crossovers) == (
+        "Counting only constructions measured to stay critical (duplication at every critical "
+        "point; zero-output units and cancelling groups at global minima only), saddle "
+        "subspaces outnumber global-minimum subspaces at no width for r* = 2; up to m = 3 for "
+        "r* = 3; up to m = 7 for r* = 6."
+    )

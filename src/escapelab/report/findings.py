@@ -374,14 +374,16 @@ def count_check_findings(verdicts: Rows) -> list[str]:
             ok = [v for v in mine if v["verdict"] == "verified"]
             bad = [v for v in mine if v["verdict"] != "verified"]
             text = f"at {kind} points " + (
-                f"{', '.join(v['construction'] for v in ok)} stay critical (max |grad| "
+                f"{', '.join(v['construction'] for v in ok)} "
+                f"{'stays' if len(ok) == 1 else 'stay'} critical (max |grad| "
                 f"{max(v['max_grad'] for v in ok):.1e})"
                 if ok
                 else "no construction stays critical"
             )
             if bad:
                 text += (
-                    f" and {', '.join(v['construction'] for v in bad)} do not (|grad| up to "
+                    f" and {', '.join(v['construction'] for v in bad)} "
+                    f"{'does' if len(bad) == 1 else 'do'} not (|grad| up to "
                     f"{max(v['max_grad'] for v in bad):.1e}, at least "
                     f"{min(v['min_grad'] for v in bad):.1e})"
                 )
