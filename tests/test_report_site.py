@@ -294,6 +294,7 @@ def test_site_has_an_index_a_verdict_and_a_page_per_run(tiny_report_store, tiny_
     verdict_page = (tiny_report_site / "verdict.html").read_text()
     assert verdict_page.count('class="claim"') == len(verdict.CLAIMS)
     assert (tiny_report_site / "theory" / "symmetry_counts.png").stat().st_size > 10_000
+    assert "Counting only constructions measured to stay critical" in verdict_page
     assert "http://" not in index and "https://" not in verdict_page  # nothing from the web
 
 

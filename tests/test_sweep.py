@@ -193,8 +193,13 @@ def test_cli_symmetry_counts(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert (
-        "r* = 3: saddle subspaces outnumber global-minimum subspaces up to m = 4" in result.output
+        "r* = 3: saddle subspaces outnumber global-minimum subspaces up to m = 3" in result.output
     )
+    # r* = 2: the crossover is r* itself, so no width below r* is named
+    assert "r* = 2: saddle subspaces outnumber global-minimum subspaces at no width m >= 2" in (
+        result.output
+    )
+    assert "up to m = 1" not in result.output
     table = (tmp_path / "symmetry_counts.md").read_text().splitlines()
     assert len(table) == 2 + (8 + 7 + 6)
     assert (tmp_path / "symmetry_counts.png").stat().st_size > 0

@@ -8,21 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from escapelab.report.findings import count_check_findings
 from escapelab.report.style import finish, new_figure, ordered_colors
 from escapelab.report.tables import markdown_table
 from escapelab.theory.symmetry_counts import CountsTable, crossover_width, symmetry_table
 
 TABLE_NAME = "symmetry_counts.md"
 FIGURE_NAME = "symmetry_counts.png"
+CHECK_NAME = "count_check.md"
 
 
 def plot_symmetry_counts(
     r_stars: Sequence[int],
     widths: Sequence[int],
     path: Path | str,
-    *,
-    zero_output: bool = True,
 ) -> Path:
     """Plot sum_{r<r*} G(r, m) / T(r*, m) against m (log y), one curve per r*; write a PNG.
 
@@ -31,8 +32,8 @@ def plot_symmetry_counts(
     """
     fig, ax = new_figure(figsize=(6.8, 4.4))
     for r_star, color in zip(r_stars, ordered_colors(len(r_stars)), strict=True):
-        rows = symmetry_table(r_star, [m for m in widths if m >= r_star], zero_output=zero_output)
-        m_cross = crossover_width(r_star, zero_output=zero_output)
+        rows = symmetry_table(r_star, [m for m in widths if m >= r_star])
+        m_cross = crossover_width(r_star)
         ax.plot(
             [row["m"] for row in rows],
             [row["ratio"] for row in rows],
@@ -50,12 +51,12 @@ def plot_symmetry_counts(
     ax.text(0.02, 0.03, "global-minimum subspaces dominate", transform=ax.transAxes, va="bottom")
     ax.set_xlabel("student width m")
     ax.set_ylabel(r"saddle / global subspaces  $\Sigma_{r<r^*} G(r,m)\,/\,T(r^*,m)$")
-    model = "with zero-output units" if zero_output else "duplication only"
     return finish(
         fig,
         ax,
         path,
-        title=f"Symmetry-induced subspace counts (Şimşek et al. 2021)\nG: {model}",
+        title="Symmetry-induced subspace counts (Şimşek et al. 2021)\n"
+        "constructions measured to stay critical",
         legend_loc="lower left",
         dpi=150,
         legend_kw={"bbox_to_anchor": (0.0, 0.08), "title": "star: crossover"},
@@ -72,10 +73,30 @@ def write_symmetry_counts(counts: CountsTable, out_dir: Path | str) -> tuple[Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / TABLE_NAME
     table.write_text(markdown_table(counts.rows))
-    figure = plot_symmetry_counts(
-        counts.r_stars, counts.widths, out_dir / FIGURE_NAME, zero_output=counts.zero_output
-    )
+    figure = plot_symmetry_counts(counts.r_stars, counts.widths, out_dir / FIGURE_NAME)
     return table, figure
 
 
-__all__ = ["FIGURE_NAME", "TABLE_NAME", "plot_symmetry_counts", "write_symmetry_counts"]
+def write_count_check(
+    rows: list[dict[str, Any]], verdicts: list[dict[str, Any]], out_dir: Path | str
+) -> Path:
+    """Write the measurement of :func:`escapelab.landscape.critical_subspaces.check_constructions`
+    into ``out_dir`` (created) as count_check.md: its findings, the verdict per construction and
+    kind of critical point, then every measured case. Returns the path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CHECK_NAME
+    text = "\n".join(count_check_findings(verdicts))
+    text += "\n\n" + markdown_table(verdicts) + "\n" + markdown_table(rows)
+    path.write_text(text)
+    return path
+
+
+__all__ = [
+    "CHECK_NAME",
+    "FIGURE_NAME",
+    "TABLE_NAME",
+    "plot_symmetry_counts",
+    "write_count_check",
+    "write_symmetry_counts",
+]

@@ -435,6 +435,53 @@ def claims(rows: Rows, spec: dict[str, Any]) -> list[str]:
     ]
 
 
+def count_check_findings(verdicts: Rows) -> list[str]:
+    """One sentence per activation from the verdicts of
+    :func:`escapelab.landscape.critical_subspaces.construction_verdicts`: which constructions
+    stay critical at global and at non-global critical points, with the largest gradient of the
+    verified ones and the smallest of the refuted ones."""
+    out = []
+    for activation in dict.fromkeys(v["activation"] for v in verdicts):
+        parts = []
+        for kind in ("global", "non-global"):
+            mine = [v for v in verdicts if (v["activation"], v["kind"]) == (activation, kind)]
+            ok = [v for v in mine if v["verdict"] == "verified"]
+            bad = [v for v in mine if v["verdict"] != "verified"]
+            text = f"at {kind} points " + (
+                f"{', '.join(v['construction'] for v in ok)} "
+                f"{'stays' if len(ok) == 1 else 'stay'} critical (max |grad| "
+                f"{max(v['max_grad'] for v in ok):.1e})"
+                if ok
+                else "no construction stays critical"
+            )
+            if bad:
+                text += (
+                    f" and {', '.join(v['construction'] for v in bad)} "
+                    f"{'does' if len(bad) == 1 else 'do'} not (|grad| up to "
+                    f"{max(v['max_grad'] for v in bad):.1e}, at least "
+                    f"{min(v['min_grad'] for v in bad):.1e})"
+                )
+            if mine:
+                parts.append(text)
+        cases = sum(v["cases"] for v in verdicts if v["activation"] == activation)
+        out.append(f"{activation}, {cases} embedded subspaces: " + "; ".join(parts) + ".")
+    return out
+
+
+def symmetry_counts(crossovers: dict[int, int]) -> str:
+    """The counts' finding: up to which width saddle subspaces outnumber global-minimum ones,
+    per teacher width r*, in the model that counts only measured-critical constructions."""
+    where = [
+        f"up to m = {m - 1} for r* = {r}" if m > r else f"at no width for r* = {r}"
+        for r, m in crossovers.items()
+    ]
+    return (
+        "Counting only constructions measured to stay critical (duplication at every critical "
+        "point; zero-output units and cancelling groups at global minima only), saddle "
+        f"subspaces outnumber global-minimum subspaces {'; '.join(where)}."
+    )
+
+
 FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
     "relu-spurious": relu_spurious,
     "width-sweep": width_sweep,
@@ -458,4 +505,4 @@ def findings(name: str, rows: Rows, spec: dict[str, Any]) -> list[str]:
     return FINDINGS[name](rows, spec)
 
 
-__all__ = ["FINDINGS", "findings", "share"]
+__all__ = ["FINDINGS", "count_check_findings", "findings", "share", "symmetry_counts"]

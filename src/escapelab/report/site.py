@@ -30,7 +30,7 @@ from escapelab.config import build, to_dict
 from escapelab.experiments import get_experiment
 from escapelab.report import provenance
 from escapelab.report.columns import column, column_label, format_cell
-from escapelab.report.findings import findings
+from escapelab.report.findings import findings, symmetry_counts
 from escapelab.report.landscape_views import LANDSCAPE_EXPERIMENTS, stored_landscape_figures
 from escapelab.report.story import QUESTIONS, caption, method
 from escapelab.report.tables import columns, markdown_table
@@ -268,7 +268,8 @@ def build_site(store: str | Path, out: str | Path) -> Path:
 
 def _theory(views: list[RunView], out_dir: Path) -> dict[str, Any]:
     """The symmetry counts (Şimşek et al. 2021) for the teacher widths in the store (r* = 2..5
-    when none), as the verdict page's theory panel: the figure and each crossover width."""
+    when none), as the verdict page's theory panel: the figure, each crossover width and the
+    finding in words (:func:`escapelab.report.findings.symmetry_counts`)."""
     from escapelab.report.counts import plot_symmetry_counts
     from escapelab.theory.symmetry_counts import counts_table
 
@@ -281,6 +282,7 @@ def _theory(views: list[RunView], out_dir: Path) -> dict[str, Any]:
         "figure": f"theory/{figure.name}",
         "caption": caption(figure.name),
         "crossovers": [(r, table.crossovers[r]) for r in table.r_stars],
+        "finding": symmetry_counts(table.crossovers),
     }
 
 
