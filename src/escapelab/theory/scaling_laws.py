@@ -267,4 +267,3 @@ def fit_laws(reference: WidthCounts, wider: Sequence[WidthCounts], r_star: int) 
 def upper_bound(failures: int, n: int) -> float:
     """The upper end of the Wilson 95 % interval of a failure rate (1 for n = 0)."""
     return wilson_interval(failures, n)[1] if n else 1.0
-
