@@ -23,23 +23,17 @@ from typing import Any, Literal
 
 import torch
 
-from escapelab.config import SpecError
 from escapelab.experiments.base import Task
-from escapelab.experiments.kits.neuron_tickets import (
-    NeuronTicketSpec,
-    neuron_ticket_records,
-    neuron_ticket_summary,
+from escapelab.experiments.kits.neuron_tickets import NeuronTicketSpec, neuron_ticket_summary
+from escapelab.experiments.kits.teacher_student import per_teacher
+from escapelab.experiments.kits.tickets import (
+    KINDS,
+    check_kinds,
+    ticket_task_records,
+    ticket_tasks,
 )
-from escapelab.experiments.kits.teacher_student import per_teacher, task_spec, width_tasks
-from escapelab.experiments.kits.weight_tickets import (
-    WeightTicketSpec,
-    weight_ticket_records,
-    weight_ticket_summary,
-    weight_ticket_tasks,
-)
+from escapelab.experiments.kits.weight_tickets import WeightTicketSpec, weight_ticket_summary
 from escapelab.tickets.perturb import PerturbationSpec
-
-KINDS = ("neuron", "weight")
 
 
 @dataclass(frozen=True)
@@ -52,8 +46,7 @@ class TicketPerturbationSpec:
     weight: WeightTicketSpec = field(default_factory=WeightTicketSpec)
 
     def __post_init__(self) -> None:
-        if not self.kinds or len(set(self.kinds)) != len(self.kinds):
-            raise SpecError("kinds", f"name each of neuron, weight at most once, got {self.kinds}")
+        check_kinds(self.kinds)
 
 
 def _neuron_problem(row: dict) -> str:
@@ -71,22 +64,12 @@ class TicketPerturbation:
     description = "winning tickets under perturbation of the rest of the network"
 
     def tasks(self, spec: TicketPerturbationSpec) -> list[Task]:
-        tasks = []
-        if "neuron" in spec.kinds:
-            tasks += width_tasks(spec.neuron, label="neuron/m", ticket_kind="neuron")
-        if "weight" in spec.kinds:
-            tasks += weight_ticket_tasks(spec.weight)
-        return tasks
+        return ticket_tasks(spec.kinds, spec.neuron, spec.weight)
 
     def run_task(
         self, spec: TicketPerturbationSpec, task: Task, device: torch.device
     ) -> list[dict[str, Any]]:
-        grid = spec.perturb.grid()
-        if task.params["ticket_kind"] == "weight":
-            return weight_ticket_records(spec.weight, grid, task, device)
-        p = task.params
-        neuron = task_spec(spec.neuron, task)
-        return neuron_ticket_records(neuron, grid, p["m"], p["lo"], p["hi"], device)
+        return ticket_task_records(spec.neuron, spec.weight, spec.perturb.grid(), task, device)
 
     def summarize(
         self, spec: TicketPerturbationSpec, records: list[dict[str, Any]]
