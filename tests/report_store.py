@@ -56,6 +56,18 @@ TINY_SPECS: dict[str, dict] = {
             "seeds": 2,
         },
     },
+    "ticket-dose": {
+        "perturb": {"scales": [0.0, 4.0], "noise": [1.0]},
+        "neuron": {**TEACHER_STUDENT, "teachers": 1, "student": {"widths": [3], "seeds": 3}},
+        "weight": {
+            "data": {"datasets": ["digits"]},
+            "net": TINY_NET,
+            "fit": TINY_FIT,
+            "imp": {"levels": 1, "controls": []},
+            "seeds": 2,
+            "seeds_per_task": 0,
+        },
+    },
 }
 
 

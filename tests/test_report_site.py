@@ -281,7 +281,7 @@ def _summary(store: Path, spec_hash: str) -> list[dict]:
 
 def test_site_has_an_index_a_verdict_and_a_page_per_run(tiny_report_store, tiny_report_site):
     runs = Store(tiny_report_store).experiments()
-    assert len(runs) == 6
+    assert len(runs) == 7
     index = (tiny_report_site / "index.html").read_text()
     for run in runs:
         page = tiny_report_site / "runs" / run.hash / "index.html"
