@@ -21,8 +21,10 @@ from escapelab.tickets.dose_response import (
     dose_rows,
     newcombe_interval,
     rate_columns,
+    threshold_rows,
     thresholds,
 )
+from report_store import TINY_SPECS
 
 # Newcombe (1998), "Interval estimation for the difference between independent proportions:
 # comparison of eleven methods", Statistics in Medicine 17, Table II, method 10 (hybrid score)
@@ -111,20 +113,7 @@ def _rows(diffs_above: bool) -> list[dict]:
         for (k, s, _), r in zip(doses, dose_rows(doses, floor), strict=True)
     ]
     rows += dose
-    for arm, first in thresholds(dose).items():
-        rows.append(
-            {
-                **head,
-                "role": "threshold",
-                "arm": arm,
-                "threshold": None if first is None else first["size"],
-                "label": None if first is None else first["label"],
-                **{
-                    k: None if first is None else first[k]
-                    for k in ("failure_rate", "ci_low", "ci_high", "diff", "diff_low", "diff_high")
-                },
-            }
-        )
+    rows += [{**head, "role": "threshold", **t} for t in threshold_rows(dose)]
     return rows
 
 
@@ -153,22 +142,10 @@ def test_findings_and_verdict_read_the_rows() -> None:
     assert dose_tickets_fail([], {}).status == "inconclusive"
 
 
+# the report store's tiny spec with two teachers
 TINY = {
-    "perturb": {"scales": [0.0, 4.0], "noise": [1.0]},
-    "neuron": {
-        "teachers": 2,
-        "teacher": {"width": 2, "seed": 1},
-        "student": {"widths": [3], "seeds": 3},
-        "train": {"steps": 300, "refine_steps": 10},
-    },
-    "weight": {
-        "data": {"datasets": ["digits"]},
-        "net": {"hidden": [16]},
-        "fit": {"steps": 40, "eval_every": 10, "batch_size": 50},
-        "imp": {"levels": 1, "controls": []},
-        "seeds": 2,
-        "seeds_per_task": 0,
-    },
+    **TINY_SPECS["ticket-dose"],
+    "neuron": {**TINY_SPECS["ticket-dose"]["neuron"], "teachers": 2},
 }
 
 

@@ -33,16 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from escapelab.config import constraint
-from escapelab.experiments.base import Task
 from escapelab.experiments.kits.neuron_tickets import NO_TICKET, NeuronTicketSpec
 from escapelab.experiments.kits.tickets import (
     KINDS,
+    TicketTasks,
     check_kinds,
-    ticket_task_records,
-    ticket_tasks,
 )
 from escapelab.experiments.kits.weight_tickets import RESHUFFLE, WeightTicketSpec
 from escapelab.tickets.dose_response import (
@@ -50,7 +46,7 @@ from escapelab.tickets.dose_response import (
     Tally,
     dose_rows,
     rate_columns,
-    thresholds,
+    threshold_rows,
 )
 from escapelab.tickets.perturb import PerturbationSpec
 
@@ -134,37 +130,17 @@ def _problem_rows(
         {**head, "role": "dose", **more, **row}
         for more, row in zip(extra, dose_rows(doses, floor, target), strict=True)
     ]
-    for arm, first in thresholds([r for r in rows if r["role"] == "dose"]).items():
-        rows.append(
-            {
-                **head,
-                "role": "threshold",
-                "arm": arm,
-                "threshold": None if first is None else first["size"],
-                "label": None if first is None else first["label"],
-                **{
-                    k: None if first is None else first[k]
-                    for k in ("failure_rate", "ci_low", "ci_high", "diff", "diff_low", "diff_high")
-                },
-            }
-        )
+    dosed = [r for r in rows if r["role"] == "dose"]
+    rows += [{**head, "role": "threshold", **t} for t in threshold_rows(dosed)]
     return rows
 
 
-class TicketDose:
+class TicketDose(TicketTasks):
     """The ``ticket-dose`` experiment (E3 with power)."""
 
     name = "ticket-dose"
     spec_type = TicketDoseSpec
     description = "dose-response of winning tickets under perturbation, against the noise floor"
-
-    def tasks(self, spec: TicketDoseSpec) -> list[Task]:
-        return ticket_tasks(spec.kinds, spec.neuron, spec.weight)
-
-    def run_task(
-        self, spec: TicketDoseSpec, task: Task, device: torch.device
-    ) -> list[dict[str, Any]]:
-        return ticket_task_records(spec.neuron, spec.weight, spec.perturb.grid(), task, device)
 
     def summarize(
         self, spec: TicketDoseSpec, records: list[dict[str, Any]]

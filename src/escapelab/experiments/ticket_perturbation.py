@@ -21,16 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
-from escapelab.experiments.base import Task
 from escapelab.experiments.kits.neuron_tickets import NeuronTicketSpec, neuron_ticket_summary
 from escapelab.experiments.kits.teacher_student import per_teacher
 from escapelab.experiments.kits.tickets import (
     KINDS,
+    TicketTasks,
     check_kinds,
-    ticket_task_records,
-    ticket_tasks,
 )
 from escapelab.experiments.kits.weight_tickets import WeightTicketSpec, weight_ticket_summary
 from escapelab.tickets.perturb import PerturbationSpec
@@ -56,20 +52,12 @@ def _neuron_problem(row: dict) -> str:
     return label + (f", teacher {row.pop('teacher')}" if "teacher" in row else "")
 
 
-class TicketPerturbation:
+class TicketPerturbation(TicketTasks):
     """The ``ticket-perturbation`` experiment (E3)."""
 
     name = "ticket-perturbation"
     spec_type = TicketPerturbationSpec
     description = "winning tickets under perturbation of the rest of the network"
-
-    def tasks(self, spec: TicketPerturbationSpec) -> list[Task]:
-        return ticket_tasks(spec.kinds, spec.neuron, spec.weight)
-
-    def run_task(
-        self, spec: TicketPerturbationSpec, task: Task, device: torch.device
-    ) -> list[dict[str, Any]]:
-        return ticket_task_records(spec.neuron, spec.weight, spec.perturb.grid(), task, device)
 
     def summarize(
         self, spec: TicketPerturbationSpec, records: list[dict[str, Any]]

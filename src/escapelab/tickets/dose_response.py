@@ -139,13 +139,33 @@ def thresholds(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
     return out
 
 
+THRESHOLD_COLUMNS = ("failure_rate", "ci_low", "ci_high", "diff", "diff_low", "diff_high")
+
+
+def threshold_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm of :func:`thresholds` over the dose ``rows``: ``arm``, ``threshold``
+    (the dose's size), its ``label`` and :data:`THRESHOLD_COLUMNS`, all None where no dose of
+    the arm lies above the floor."""
+    return [
+        {
+            "arm": arm,
+            "threshold": None if first is None else first["size"],
+            "label": None if first is None else first.get("label"),
+            **{k: None if first is None else first[k] for k in THRESHOLD_COLUMNS},
+        }
+        for arm, first in thresholds(rows).items()
+    ]
+
+
 __all__ = [
     "ARMS",
     "TARGET_HALF_WIDTH",
+    "THRESHOLD_COLUMNS",
     "Tally",
     "dose_arm",
     "dose_rows",
     "newcombe_interval",
     "rate_columns",
+    "threshold_rows",
     "thresholds",
 ]
