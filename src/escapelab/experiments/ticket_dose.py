@@ -23,8 +23,10 @@ the rest of the network scaled by alpha, or given noise of size sigma
 Summary rows (``role``): ``floor`` and ``dose`` per ticket kind and problem (pooled over the
 neuron level's teachers), with Wilson intervals, their half-widths against
 ``target_half_width``, the difference from the floor with Newcombe's interval and the failures
-by class; ``threshold`` per arm (scale down, scale up, noise): the first dose whose difference
-from the floor lies above 0, or none.
+by class; at the neuron level also the pairs that changed (``broken``: the unperturbed network
+succeeded, this dose's failed, of ``n_reference_success``; ``rescued``: the reverse);
+``threshold`` per arm (scale down, scale up, noise): the first dose whose difference from the
+floor lies above 0, or none.
 """
 
 from __future__ import annotations
@@ -116,14 +118,17 @@ def _problem_rows(
         if label == floor_label or kind in ("none", RESHUFFLE):
             continue
         doses.append((kind, size, Tally.of((outcome(r) for r in mine), failure_kinds)))
-        # neuron level: tickets whose unperturbed network succeeded and that this dose broke
-        reference = [r for r in mine if r.get("reference_success")]
+        # neuron level, the pairs: tickets whose unperturbed network succeeded and that this
+        # dose broke, and those whose unperturbed network did not and that this dose rescued
         paired = "reference_success" in mine[0]
+        reference = [r for r in mine if r.get("reference_success")]
+        rescued = [r for r in mine if r.get("reference_success") is False and r["success"]]
         extra.append(
             {
                 "label": label,
                 "n_reference_success": len(reference) if paired else None,
                 "broken": sum(outcome(r) in failure_kinds for r in reference) if paired else None,
+                "rescued": len(rescued) if paired else None,
             }
         )
     rows += [

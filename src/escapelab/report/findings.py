@@ -354,10 +354,11 @@ def ticket_dose(rows: Rows, spec: dict[str, Any]) -> list[str]:
         met = sum(r["resolved"] for r in doses)
         widest = max(doses, key=lambda r: r["half_width"])
         ns = sorted(r["n"] for r in doses)
+        per_dose = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
         out.append(
-            f"{head}: {met} of {len(doses)} doses meet the ±{target:g} target for the 95 % "
-            f"interval (widest ±{widest['half_width']:.2f} at {widest['label']}; "
-            f"{ns[0]}–{ns[-1]} tickets per dose)."
+            f"{head}: {met} of {len(doses)} doses {'meets' if met == 1 else 'meet'} the "
+            f"±{target:g} target for the 95 % interval (widest ±{widest['half_width']:.2f} at "
+            f"{widest['label']}; {per_dose} tickets per dose)."
         )
         kinds: dict[str, int] = {}
         for r in doses:
