@@ -127,7 +127,8 @@ def test_findings_and_verdict_read_the_rows() -> None:
     )
     assert said[1] == (
         "Neuron-level tickets on p (4 teachers): 0 of 2 doses meet the ±0.05 target for the "
-        "95 % interval (widest ±0.09 at scale 4; 100 tickets per dose)."
+        "rate's 95 % interval and 0 for the difference's (widest ±0.11 at scale 4; 100 tickets "
+        "per dose)."
     )
     assert said[2] == (
         "Neuron-level tickets on p (4 teachers): under the doses, 49 runs fail (39 local_min, "

@@ -346,9 +346,9 @@ def method(name: str, spec: dict[str, Any]) -> list[str]:
             "the weight level the unperturbed network retrained with another batch order. A "
             "neuron-level failure is a certified local minimum, saddle or flat channel; runs out "
             "of budget or diverged are counted apart. Per dose: the failure rate with its "
-            f"Wilson 95 % interval (target half-width {spec['target_half_width']:g}) and its "
-            "difference from the floor with Newcombe's hybrid score interval; an arm's threshold "
-            "is its first dose whose difference lies above 0.",
+            "Wilson 95 % interval and its difference from the floor with Newcombe's hybrid "
+            f"score interval, each against a target half-width of {spec['target_half_width']:g}; "
+            "an arm's threshold is its first dose whose difference lies above 0.",
         ]
     if name == "ticket-perturbation":
         return _tickets(spec)

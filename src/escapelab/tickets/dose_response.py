@@ -9,9 +9,11 @@ tickets under no change of their initialization at all. Per dose:
 * the failure rate with its Wilson 95 % interval (Wilson 1927) and the interval's half-width,
   against a target half-width (``resolved``);
 * the difference from the floor with Newcombe's hybrid score interval (Newcombe 1998, method
-  10: the two Wilson intervals combined). The interval treats the two rates as independent
-  samples; where the same tickets make both (paired data, positively correlated) it is wider
-  than a paired interval would be, so it errs on the side of "not departed";
+  10: the two Wilson intervals combined) and its half-width against the same target (about
+  sqrt(2) times the rates' when dose and floor have the same n). The interval treats the two
+  rates as independent samples. Where the same tickets make both (the neuron level), a paired
+  interval would be narrower in so far as a ticket's outcomes under the dose and under the
+  floor are positively correlated;
 * ``above_floor``: the difference's interval lies entirely above 0.
 
 The doses fall into three *arms*, each ordered by its distance from "no perturbation": ``scale
@@ -106,7 +108,8 @@ def dose_rows(
     doses: list[tuple[str, float, Tally]], floor: Tally, target: float = TARGET_HALF_WIDTH
 ) -> list[dict[str, Any]]:
     """One row per dose (kind, size, tally), in the order given: the rate columns, its arm and
-    distance, and the difference from ``floor`` with Newcombe's interval."""
+    distance, and the difference from ``floor`` with Newcombe's interval, its half-width and
+    whether that meets ``target`` (``diff_resolved``)."""
     rows = []
     for kind, size, t in doses:
         arm = dose_arm(kind, size)
@@ -122,6 +125,8 @@ def dose_rows(
                 "diff": diff,
                 "diff_low": lo,
                 "diff_high": hi,
+                "diff_half_width": (hi - lo) / 2,
+                "diff_resolved": bool((hi - lo) / 2 <= target),
                 "above_floor": bool(lo > 0),
             }
         )
