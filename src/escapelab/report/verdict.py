@@ -157,12 +157,12 @@ def dose_tickets_fail(rows: Rows, spec: dict[str, Any]) -> Evidence:
             "supports" if firsts else "contradicts" if top["diff_high"] < target else "inconclusive"
         )
         said = (
-            "departs from the floor first at " + ", ".join(t["label"] for t in firsts)
+            "failure departs from the floor first at " + ", ".join(t["label"] for t in firsts)
             if firsts
             else f"no dose departs from the floor (difference at most {top['diff_high']:+.2f} "
             f"at {top['label']}, 95 % upper end)"
         )
-        verdicts.append((status, f"{kind} tickets on {problem}: failure {said}"))
+        verdicts.append((status, f"{kind} tickets on {problem}: {said}"))
     if not verdicts:
         return Evidence("inconclusive", "no winning ticket was perturbed")
     return Evidence(_combine([s for s, _ in verdicts]), "; ".join(t for _, t in verdicts))
