@@ -331,7 +331,7 @@ def test_report_and_list_commands(tiny_report_store, tmp_path):
     assert (out / "index.html").exists() and (out / "verdict.html").exists()
     listing = runner.invoke(main, ["list", "--store", str(tiny_report_store)])
     assert listing.exit_code == 0
-    assert "| status |" in listing.output and listing.output.count("| complete |") == 6
+    assert "| status |" in listing.output and listing.output.count("| complete |") == 7
 
 
 def test_report_of_a_missing_store_is_a_one_line_error(tmp_path):
