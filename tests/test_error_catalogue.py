@@ -46,6 +46,14 @@ CASES: list[tuple[str, list[str], int, str]] = [
         2,
         "seeds_per_task: 20,000,000 tasks",
     ),
+    # refused before a group per teacher is built (the property test once met 10^9 teachers)
+    ("teachers-huge", [*RUN, *_set("teachers=1000000000")], 2, "2,000,000,000 tasks planned"),
+    (
+        "scaling-teachers-huge",
+        ["run", "scaling", "--no-progress", *_set("family.teachers=1000000000")],
+        2,
+        "12,000,000,000 tasks planned",
+    ),
     ("d-huge", [*RUN, *_set("teacher.d=100000")], 2, "teacher.d: one task needs"),
     ("d-zero", [*RUN, *_set("teacher.d=0")], 2, "teacher.d: must be >= 1"),
     ("teacher-width-zero", [*RUN, *_set("teacher.width=0")], 2, "teacher.width"),

@@ -72,6 +72,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 MAX_TASKS = 100_000
 
 
+def check_task_count(groups: int, seeds: int, per_task: int) -> None:
+    """Refuse (SpecError) a plan of more than :data:`MAX_TASKS` tasks: ``groups`` groups of
+    ``seeds`` seeds in blocks of ``per_task`` (0: one block). Call it before building the
+    groups when their number comes from the spec (a typo such as ``teachers=10**9`` must not
+    allocate a billion groups first)."""
+    block = per_task or seeds
+    count = groups * -(-seeds // block)
+    if count > MAX_TASKS:
+        raise SpecError(
+            "seeds_per_task",
+            f"{count:,} tasks planned ({groups:,} groups x {seeds:,} seeds in blocks of "
+            f"{block:,}), more than the limit of {MAX_TASKS:,}; raise seeds_per_task (0: one "
+            "task per group), or lower the seeds or the groups (teachers, widths, problems)",
+        )
+
+
 def seed_tasks(
     groups: Iterable[tuple[str, dict[str, Any]]], seeds: int, per_task: int
 ) -> list[Task]:
@@ -85,14 +101,7 @@ def seed_tasks(
     """
     block = per_task or seeds
     groups = list(groups)
-    count = len(groups) * -(-seeds // block)
-    if count > MAX_TASKS:
-        raise SpecError(
-            "seeds_per_task",
-            f"{count:,} tasks planned ({len(groups)} groups x {seeds:,} seeds in blocks of "
-            f"{block:,}), more than the limit of {MAX_TASKS:,}; raise seeds_per_task (0: one "
-            "task per group) or lower the seeds",
-        )
+    check_task_count(len(groups), seeds, per_task)
     return [
         Task(
             seed_block_key(label, lo, min(lo + block, seeds)),

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import torch
 
 from escapelab.config import SpecError, constraint
-from escapelab.experiments.base import Task, seed_block_key, seed_tasks
+from escapelab.experiments.base import Task, check_task_count, seed_block_key, seed_tasks
 from escapelab.experiments.kits.teacher_student import (
     ActivationName,
     StudentSpec,
@@ -164,7 +164,7 @@ class ScalingSpec:
                 "subnetworks.seeds",
                 f"must be at most search.seeds = {self.search.seeds} (every width's first seeds)",
             )
-        if not problems(self):
+        if not _cells(self.family):
             raise SpecError(
                 "family.incoming", "no problem left: orthonormal incoming weights need r* <= d"
             )
@@ -196,16 +196,24 @@ class Problem:
         }
 
 
-def problems(spec: ScalingSpec) -> list[Problem]:
-    """The family's problems, in a fixed order."""
-    f = spec.family
+def _cells(f: FamilySpec) -> list[tuple[ActivationName, int, int, str]]:
+    """(activation, r*, d, incoming) of every cell of the family, in a fixed order."""
     return [
-        Problem(a, r, d, inc, f.teacher_seed + k)
+        (a, r, d, inc)
         for a in f.activations
         for r in sorted(f.r_stars)
         for d in sorted(f.ds)
         for inc in f.incoming
         if not (inc == "orthonormal" and r > d)
+    ]
+
+
+def problems(spec: ScalingSpec) -> list[Problem]:
+    """The family's problems, in a fixed order: every cell, ``family.teachers`` teachers each."""
+    f = spec.family
+    return [
+        Problem(a, r, d, inc, f.teacher_seed + k)
+        for a, r, d, inc in _cells(f)
         for k in range(f.teachers)
     ]
 
@@ -334,6 +342,8 @@ class Scaling:
 
     def tasks(self, spec: ScalingSpec) -> list[Task]:
         """The search: ``search.seeds`` students of width r* for every problem."""
+        count = len(_cells(spec.family)) * spec.family.teachers
+        check_task_count(count, spec.search.seeds, spec.seeds_per_task)
         groups = [
             (f"{p.label}/m={p.r_star:04d}", {"stage": "student", "m": p.r_star, **p.params()})
             for p in problems(spec)

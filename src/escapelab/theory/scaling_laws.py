@@ -33,7 +33,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
 from escapelab.theory.multistart import wilson_interval
@@ -268,8 +267,3 @@ def fit_laws(reference: WidthCounts, wider: Sequence[WidthCounts], r_star: int) 
 def upper_bound(failures: int, n: int) -> float:
     """The upper end of the Wilson 95 % interval of a failure rate (1 for n = 0)."""
     return wilson_interval(failures, n)[1] if n else 1.0
-
-
-def as_array(fits: Sequence[LawFit], widths: Sequence[int], attr: str = "predicted") -> np.ndarray:
-    """One law per row, one width per column, of a per-width attribute of :class:`LawFit`."""
-    return np.array([[getattr(f, attr).get(m, math.nan) for m in widths] for f in fits])

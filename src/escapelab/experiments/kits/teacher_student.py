@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from escapelab.config import SpecError, constraint
-from escapelab.experiments.base import Task, seed_tasks
+from escapelab.experiments.base import Task, check_task_count, seed_tasks
 from escapelab.landscape.classify import ClassifyConfig, Endpoint, classify
 from escapelab.nets.activations import ACTIVATIONS
 from escapelab.nets.mlp import Architecture
@@ -178,14 +178,13 @@ def width_tasks(spec: TeacherStudentSpec, label: str = "m", **params: object) ->
     (the width), the member range [lo, hi), with several teachers ``teacher`` (k, the offset
     from ``teacher.seed``), and ``params``; keys ``{label}=MMMM/seeds=LO-HI``, prefixed by
     ``teacher=KK/`` when there are several teachers."""
+    widths = sorted(set(spec.student.widths))
+    check_task_count(spec.teachers * len(widths), spec.student.seeds, spec.seeds_per_task)
     groups = []
     several = spec.teachers > 1
     for k in range(spec.teachers):
         prefix, extra = (f"teacher={k:02d}/", {"teacher": k}) if several else ("", {})
-        groups += [
-            (f"{prefix}{label}={m:04d}", {**params, **extra, "m": m})
-            for m in sorted(set(spec.student.widths))
-        ]
+        groups += [(f"{prefix}{label}={m:04d}", {**params, **extra, "m": m}) for m in widths]
     return seed_tasks(groups, spec.student.seeds, spec.seeds_per_task)
 
 
