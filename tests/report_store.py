@@ -17,6 +17,14 @@ TEACHER_STUDENT = {
 }
 TINY_FIT = {"steps": 40, "eval_every": 10, "batch_size": 50}
 TINY_NET = {"hidden": [16]}
+# one IMP level of two seeds on digits: the weight-level tickets of the E3 experiments
+TINY_WEIGHT = {
+    "data": {"datasets": ["digits"]},
+    "net": TINY_NET,
+    "fit": TINY_FIT,
+    "imp": {"levels": 1, "controls": []},
+    "seeds": 2,
+}
 
 TINY_SPECS: dict[str, dict] = {
     "width-sweep": {**TEACHER_STUDENT, "teachers": 2, "student": {"widths": [2, 3], "seeds": 3}},
@@ -48,13 +56,12 @@ TINY_SPECS: dict[str, dict] = {
     "ticket-perturbation": {
         "perturb": {"redraw": True, "scales": [4.0], "noise": []},
         "neuron": {**TEACHER_STUDENT, "student": {"widths": [3], "seeds": 3}},
-        "weight": {
-            "data": {"datasets": ["digits"]},
-            "net": TINY_NET,
-            "fit": TINY_FIT,
-            "imp": {"levels": 1, "controls": []},
-            "seeds": 2,
-        },
+        "weight": TINY_WEIGHT,
+    },
+    "ticket-dose": {
+        "perturb": {"scales": [0.0, 4.0], "noise": [1.0]},
+        "neuron": {**TEACHER_STUDENT, "teachers": 1, "student": {"widths": [3], "seeds": 3}},
+        "weight": {**TINY_WEIGHT, "seeds_per_task": 0},
     },
 }
 

@@ -38,6 +38,7 @@ PINNED_DEFAULT_HASHES = {
     "minima-census": "3c3acb1788ada90e",
     "lottery": "4595c6d1f331e124",
     "ticket-perturbation": "135828ef34fbb312",
+    "ticket-dose": "88c88d2cbf8a9df8",
     "random-features": "e2b60eb1980c60df",
     "double-descent": "9dec1c3e234e2435",
     "relu-spurious": "087437ab5f038860",

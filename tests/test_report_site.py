@@ -281,7 +281,7 @@ def _summary(store: Path, spec_hash: str) -> list[dict]:
 
 def test_site_has_an_index_a_verdict_and_a_page_per_run(tiny_report_store, tiny_report_site):
     runs = Store(tiny_report_store).experiments()
-    assert len(runs) == 6
+    assert len(runs) == 7
     index = (tiny_report_site / "index.html").read_text()
     for run in runs:
         page = tiny_report_site / "runs" / run.hash / "index.html"
@@ -331,7 +331,7 @@ def test_report_and_list_commands(tiny_report_store, tmp_path):
     assert (out / "index.html").exists() and (out / "verdict.html").exists()
     listing = runner.invoke(main, ["list", "--store", str(tiny_report_store)])
     assert listing.exit_code == 0
-    assert "| status |" in listing.output and listing.output.count("| complete |") == 6
+    assert "| status |" in listing.output and listing.output.count("| complete |") == 7
 
 
 def test_report_of_a_missing_store_is_a_one_line_error(tmp_path):

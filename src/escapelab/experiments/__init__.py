@@ -18,6 +18,7 @@ from escapelab.experiments.random_features import RandomFeatures, RandomFeatures
 from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
 from escapelab.experiments.scaling import Scaling, ScalingSpec
 from escapelab.experiments.subnetworks import Subnetworks, SubnetworkSpec
+from escapelab.experiments.ticket_dose import TicketDose, TicketDoseSpec
 from escapelab.experiments.ticket_perturbation import TicketPerturbation, TicketPerturbationSpec
 from escapelab.experiments.width_sweep import WidthSweep, WidthSweepSpec
 
@@ -31,6 +32,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Census(),
         Lottery(),
         TicketPerturbation(),
+        TicketDose(),
         ReluSpurious(),
         RandomFeatures(),
         DoubleDescent(),
@@ -77,6 +79,8 @@ __all__ = [
     "SubnetworkSpec",
     "Subnetworks",
     "Task",
+    "TicketDose",
+    "TicketDoseSpec",
     "TicketPerturbation",
     "TicketPerturbationSpec",
     "WidthSweep",

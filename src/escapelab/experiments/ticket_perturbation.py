@@ -21,25 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
-from escapelab.config import SpecError
-from escapelab.experiments.base import Task
-from escapelab.experiments.kits.neuron_tickets import (
-    NeuronTicketSpec,
-    neuron_ticket_records,
-    neuron_ticket_summary,
+from escapelab.experiments.kits.neuron_tickets import NeuronTicketSpec, neuron_ticket_summary
+from escapelab.experiments.kits.teacher_student import per_teacher
+from escapelab.experiments.kits.tickets import (
+    KINDS,
+    TicketTasks,
+    check_kinds,
 )
-from escapelab.experiments.kits.teacher_student import per_teacher, task_spec, width_tasks
-from escapelab.experiments.kits.weight_tickets import (
-    WeightTicketSpec,
-    weight_ticket_records,
-    weight_ticket_summary,
-    weight_ticket_tasks,
-)
+from escapelab.experiments.kits.weight_tickets import WeightTicketSpec, weight_ticket_summary
 from escapelab.tickets.perturb import PerturbationSpec
-
-KINDS = ("neuron", "weight")
 
 
 @dataclass(frozen=True)
@@ -52,8 +42,7 @@ class TicketPerturbationSpec:
     weight: WeightTicketSpec = field(default_factory=WeightTicketSpec)
 
     def __post_init__(self) -> None:
-        if not self.kinds or len(set(self.kinds)) != len(self.kinds):
-            raise SpecError("kinds", f"name each of neuron, weight at most once, got {self.kinds}")
+        check_kinds(self.kinds)
 
 
 def _neuron_problem(row: dict) -> str:
@@ -63,30 +52,12 @@ def _neuron_problem(row: dict) -> str:
     return label + (f", teacher {row.pop('teacher')}" if "teacher" in row else "")
 
 
-class TicketPerturbation:
+class TicketPerturbation(TicketTasks):
     """The ``ticket-perturbation`` experiment (E3)."""
 
     name = "ticket-perturbation"
     spec_type = TicketPerturbationSpec
     description = "winning tickets under perturbation of the rest of the network"
-
-    def tasks(self, spec: TicketPerturbationSpec) -> list[Task]:
-        tasks = []
-        if "neuron" in spec.kinds:
-            tasks += width_tasks(spec.neuron, label="neuron/m", ticket_kind="neuron")
-        if "weight" in spec.kinds:
-            tasks += weight_ticket_tasks(spec.weight)
-        return tasks
-
-    def run_task(
-        self, spec: TicketPerturbationSpec, task: Task, device: torch.device
-    ) -> list[dict[str, Any]]:
-        grid = spec.perturb.grid()
-        if task.params["ticket_kind"] == "weight":
-            return weight_ticket_records(spec.weight, grid, task, device)
-        p = task.params
-        neuron = task_spec(spec.neuron, task)
-        return neuron_ticket_records(neuron, grid, p["m"], p["lo"], p["hi"], device)
 
     def summarize(
         self, spec: TicketPerturbationSpec, records: list[dict[str, Any]]

@@ -308,6 +308,78 @@ def ticket_perturbation(rows: Rows, spec: dict[str, Any]) -> list[str]:
     return out or ["No ticket has been tested yet."]
 
 
+_FLOORS = {"neuron": "unperturbed", "weight": "unperturbed, another batch order"}
+
+
+def _classes(kinds: dict[str, int]) -> str:
+    """``12 local_min, 3 saddle``: failure classes by count, most frequent first."""
+    return ", ".join(f"{v} {k}" for k, v in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def ticket_dose(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Per ticket kind and problem: the floor, the first dose of each arm whose difference from
+    the floor lies above 0 (or the largest difference when none does), how many doses meet the
+    target half-width, and where the failures end."""
+    out = []
+    target = spec.get("target_half_width", 0.05)
+    for kind, problem in dict.fromkeys((r["ticket_kind"], r["problem"]) for r in rows):
+        mine = [r for r in rows if (r["ticket_kind"], r["problem"]) == (kind, problem)]
+        floor = next((r for r in mine if r["role"] == "floor"), None)
+        doses = [r for r in mine if r["role"] == "dose" and r["n"]]
+        teachers = mine[0].get("teachers")
+        head = f"{kind.capitalize()}-level tickets on {problem}" + (
+            f" ({teachers} teachers)" if teachers and teachers > 1 else ""
+        )
+        if floor is None or not floor["n"] or not doses:
+            out.append(f"{head}: no winning ticket to perturb.")
+            continue
+        text = (
+            f"{head}: the floor ({_FLOORS[kind]}) is {floor['failures']} failures of "
+            f"{floor['n']} ({share(floor['failure_rate'], floor['ci_low'], floor['ci_high'])})"
+        )
+        firsts = [r for r in mine if r["role"] == "threshold" and r["threshold"] is not None]
+        if firsts:
+            text += "; failure departs from it first at " + "; ".join(
+                f"{t['label']} ({share(t['failure_rate'], t['ci_low'], t['ci_high'])}, "
+                f"{t['diff']:+.2f} [{t['diff_low']:+.2f}, {t['diff_high']:+.2f}] above the floor)"
+                for t in firsts
+            )
+        else:
+            top = max(doses, key=lambda r: r["diff"])
+            text += (
+                f"; no dose departs from it (largest difference {top['diff']:+.2f} "
+                f"[{top['diff_low']:+.2f}, {top['diff_high']:+.2f}] at {top['label']})"
+            )
+        out.append(text + ".")
+        met = sum(r["resolved"] for r in doses)
+        diff_met = sum(r["diff_resolved"] for r in doses)
+        widest = max(doses, key=lambda r: r["diff_half_width"])
+        ns = sorted(r["n"] for r in doses)
+        per_dose = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
+        out.append(
+            f"{head}: {met} of {len(doses)} doses {'meets' if met == 1 else 'meet'} the "
+            f"±{target:g} target for the rate's 95 % interval and {diff_met} for the "
+            f"difference's (widest ±{widest['diff_half_width']:.2f} at {widest['label']}; "
+            f"{per_dose} tickets per dose)."
+        )
+        kinds: dict[str, int] = {}
+        for r in doses:
+            for k, v in r["failure_kinds"].items():
+                kinds[k] = kinds.get(k, 0) + v
+        undecided = sum(r["undecided"] for r in doses)
+        if kinds or undecided:
+            out.append(
+                f"{head}: under the doses, {sum(kinds.values())} runs fail"
+                + (f" ({_classes(kinds)})" if kinds else "")
+                + (
+                    f"; {undecided} ran out of budget or diverged, counted apart."
+                    if undecided
+                    else "; none ran out of budget."
+                )
+            )
+    return out or ["No ticket has been tested yet."]
+
+
 def relu_spurious(rows: Rows, spec: dict[str, Any]) -> list[str]:
     """Per overparameterization n - k: the share of initializations ending at a spurious
     minimum at each k, with what ran out of budget or diverged said apart."""
@@ -491,6 +563,7 @@ FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
     "scaling": scaling,
     "lottery": lottery,
     "ticket-perturbation": ticket_perturbation,
+    "ticket-dose": ticket_dose,
     "implicit-acceleration": implicit_acceleration,
     "catapult": catapult,
     "matrix-sensing": matrix_sensing,

@@ -46,6 +46,12 @@ QUESTIONS: dict[str, str] = {
         "initialization? The literal lottery picture says yes; the escape picture says the rest "
         "of the network matters. (E3)"
     ),
+    "ticket-dose": (
+        "How does the failure rate of winning tickets grow with the size of the perturbation of "
+        "the rest of the network (scale alpha, noise sigma), where does it first depart from "
+        "the noise floor, and where do the failures end — at bad minima or elsewhere? (E3, "
+        "with enough tickets per dose to resolve the difference)"
+    ),
     "implicit-acceleration": (
         "Does overparameterizing by depth speed up gradient descent on a convex problem — l4 "
         "regression solved by depth-2 and depth-3 linear networks against GD and adaptive "
@@ -121,6 +127,13 @@ CAPTIONS: dict[str, str] = {
         "Failure rate of winning tickets (95 % intervals) against the size of the perturbation "
         "of the rest of the network, and how much the trained network still overlaps its ticket; "
         "one column per ticket kind and problem."
+    ),
+    "ticket_dose.png": (
+        "Failure rate of winning tickets (Wilson 95 % intervals) against the dose: the rest of "
+        "the network scaled by alpha (left) or given noise of size sigma (right). The grey band "
+        "is the noise floor's rate and interval (the dotted line marks no perturbation); filled "
+        "red points differ from the floor with a Newcombe 95 % interval above 0, and the dashed "
+        "red line marks each arm's threshold dose. One row per ticket kind and problem."
     ),
     "symmetry_counts.png": (
         "Ratio of saddle subspaces to global-minimum subspaces, the sum over r < r* of G(r, m) "
@@ -277,6 +290,31 @@ def _scaling(spec: dict[str, Any]) -> list[str]:
     ]
 
 
+def _tickets(spec: dict[str, Any]) -> list[str]:
+    """Sentences for the ticket kinds and perturbations of ``ticket-perturbation`` and
+    ``ticket-dose``."""
+    p = spec["perturb"]
+    perturbations = (["re-draw"] if p["redraw"] else []) + [
+        *(f"scale by {a:g}" for a in p["scales"]),
+        *(f"add noise of size {s:g}" for s in p["noise"]),
+    ]
+    out = [
+        f"Ticket kinds: {_list(spec['kinds'])}. Perturbations of everything outside the "
+        f"ticket: {_list(perturbations) or 'none'}."
+    ]
+    if "neuron" in spec["kinds"]:
+        out += ["Neuron-level tickets. " + " ".join(_teacher_student(spec["neuron"]))]
+    if "weight" in spec["kinds"]:
+        w = spec["weight"]
+        out += [
+            "Weight-level tickets. "
+            + " ".join(_classifier(w))
+            + f" A ticket fails when its accuracy falls more than {w['margin']:.0%} "
+            f"below the unperturbed run ({w['success_metric']} accuracy)."
+        ]
+    return out
+
+
 def _settings(spec: dict[str, Any], prefix: str = "") -> list[str]:
     """``key = value`` for every field of a plain spec, nested sections dotted."""
     out = []
@@ -297,31 +335,23 @@ def method(name: str, spec: dict[str, Any]) -> list[str]:
         return _relu_spurious(spec)
     if name == "scaling":
         return _scaling(spec)
-    if name not in ("lottery", "ticket-perturbation") and "teacher" not in spec:
+    if name not in ("lottery", "ticket-perturbation", "ticket-dose") and "teacher" not in spec:
         return ["Settings: " + "; ".join(_settings(spec)) + "."]
     if name == "lottery":
         return _classifier(spec)
+    if name == "ticket-dose":
+        return [
+            *_tickets(spec),
+            "Floor: at the neuron level the unperturbed network (training is deterministic), at "
+            "the weight level the unperturbed network retrained with another batch order. A "
+            "neuron-level failure is a certified local minimum, saddle or flat channel; runs out "
+            "of budget or diverged are counted apart. Per dose: the failure rate with its "
+            "Wilson 95 % interval and its difference from the floor with Newcombe's hybrid "
+            f"score interval, each against a target half-width of {spec['target_half_width']:g}; "
+            "an arm's threshold is its first dose whose difference lies above 0.",
+        ]
     if name == "ticket-perturbation":
-        p = spec["perturb"]
-        perturbations = (["re-draw"] if p["redraw"] else []) + [
-            *(f"scale by {a:g}" for a in p["scales"]),
-            *(f"add noise of size {s:g}" for s in p["noise"]),
-        ]
-        out = [
-            f"Ticket kinds: {_list(spec['kinds'])}. Perturbations of everything outside the "
-            f"ticket: {_list(perturbations) or 'none'}."
-        ]
-        if "neuron" in spec["kinds"]:
-            out += ["Neuron-level tickets. " + " ".join(_teacher_student(spec["neuron"]))]
-        if "weight" in spec["kinds"]:
-            w = spec["weight"]
-            out += [
-                "Weight-level tickets. "
-                + " ".join(_classifier(w))
-                + f" A ticket fails when its accuracy falls more than {w['margin']:.0%} "
-                f"below the unperturbed run ({w['success_metric']} accuracy)."
-            ]
-        return out
+        return _tickets(spec)
     out = _teacher_student(spec)
     if name == "escape":
         out.append(

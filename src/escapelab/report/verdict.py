@@ -139,6 +139,35 @@ def perturbed_tickets_fail(rows: Rows, spec: dict[str, Any]) -> Evidence:
     return Evidence(_combine([s for s, _ in verdicts]), "; ".join(t for _, t in verdicts))
 
 
+def dose_tickets_fail(rows: Rows, spec: dict[str, Any]) -> Evidence:
+    """Ticket dose: per ticket kind and problem, supported when some dose's difference from the
+    floor has its Newcombe interval above 0 (a threshold exists); contradicted when every dose's
+    difference has its upper end below the target half-width (no dose raises failure by as much
+    as the resolution asked for); inconclusive otherwise."""
+    target = spec.get("target_half_width", 0.05)
+    verdicts = []
+    for kind, problem in dict.fromkeys((r["ticket_kind"], r["problem"]) for r in rows):
+        mine = [r for r in rows if (r["ticket_kind"], r["problem"]) == (kind, problem)]
+        doses = [r for r in mine if r["role"] == "dose" and not math.isnan(r["diff"])]
+        if not doses:
+            continue
+        firsts = [r for r in mine if r["role"] == "threshold" and r["threshold"] is not None]
+        top = max(doses, key=lambda r: r["diff_high"])
+        status: Status = (
+            "supports" if firsts else "contradicts" if top["diff_high"] < target else "inconclusive"
+        )
+        said = (
+            "failure departs from the floor first at " + ", ".join(t["label"] for t in firsts)
+            if firsts
+            else f"no dose departs from the floor (difference at most {top['diff_high']:+.2f} "
+            f"at {top['label']}, 95 % upper end)"
+        )
+        verdicts.append((status, f"{kind} tickets on {problem}: {said}"))
+    if not verdicts:
+        return Evidence("inconclusive", "no winning ticket was perturbed")
+    return Evidence(_combine([s for s, _ in verdicts]), "; ".join(t for _, t in verdicts))
+
+
 def escape_dimensions(rows: Rows, spec: dict[str, Any]) -> Evidence:
     """Escape: supported when embedded bad minima are saddles and training escapes them;
     contradicted when bad minima were embedded and none became a saddle or escaped."""
@@ -284,8 +313,8 @@ CLAIMS: tuple[Claim, ...] = (
         "perturbation",
         "Winning tickets fail when the rest of the network is perturbed",
         "escape picture (E3)",
-        {"ticket-perturbation": perturbed_tickets_fail},
-        "escapelab run ticket-perturbation",
+        {"ticket-perturbation": perturbed_tickets_fail, "ticket-dose": dose_tickets_fail},
+        "escapelab run ticket-dose",
     ),
     Claim(
         "escape",

@@ -6,5 +6,7 @@
   lottery-ticket experiments on real data (and on teacher-student regression data);
 * :mod:`~escapelab.experiments.kits.neuron_tickets` and
   :mod:`~escapelab.experiments.kits.weight_tickets` — the two halves of the perturbation test
-  (E3), each a spec section with its records and summary.
+  (E3), each a spec section with its records and summary;
+* :mod:`~escapelab.experiments.kits.tickets` — both halves as one: the tasks and records of
+  ``ticket-perturbation`` and ``ticket-dose``.
 """
