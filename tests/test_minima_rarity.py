@@ -118,6 +118,10 @@ def test_the_index_fit_recovers_a_known_slope() -> None:
     assert fit_index_decay(bent, bootstrap=100).verdict.startswith("rejected")
     few = fit_index_decay([(0, 10, 5, 0), (0, 20, 5, 0), (0, 30, 5, 0)], bootstrap=10)
     assert few.verdict == "not resolved: index 0 seen at fewer than two parameter counts"
+    # index 0 everywhere (bad minima found by training): no slope is identified
+    ones = fit_index_decay([(t, p, 5, 5) for t in range(3) for p in (9, 12, 15)], bootstrap=10)
+    assert ones.verdict.startswith("not resolved: every critical point has index 0")
+    assert math.isnan(ones.slope) and math.isnan(ones.slope_low)
 
 
 def _endpoint(teacher: int, member: int, kind: str, theta: torch.Tensor, piece: str = "") -> dict:
@@ -202,10 +206,10 @@ def test_a_tiny_run_keeps_its_invariants_and_resumes(tmp_path: Path) -> None:
     index = [r for r in out.summary if r["role"] == "index" and r["source"] == "search"]
     assert sum(r["found"] for r in index) == len(found)
     assert all(sum(r["index_counts"].values()) == r["found"] for r in index)
-    assert {r["source"] for r in out.summary if r["role"] == "fit"} == {"search", "endpoint"}
+    assert {r["source"] for r in out.summary if r["role"] == "fit"} == {"search", "endpoint", "search_wide"}
     said = findings("minima-rarity", out.summary, to_dict(out.spec))
     assert said[0].startswith("Over 2 teachers, the share of students ending in a bad minimum")
-    assert len(said) == 1 + 3 + 2
+    assert len(said) == 1 + 3 + 3  # the lead, one per width, one per fit
     paths = MinimaRarity().figures(out.spec, out.records, tmp_path / "figures")
     assert [p.name for p in paths] == ["rarity_by_width.png", "rarity_index.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)

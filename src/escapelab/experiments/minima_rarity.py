@@ -122,7 +122,8 @@ class MinimaRarity:
     def summarize(self, spec: RaritySpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows of four roles: ``teacher`` (per teacher and width), ``width`` (pooled over
         teachers, with the counts T and G), ``index`` (per source and width) and ``fit`` (the
-        index-decay fit per source)."""
+        index-decay fit per source: ``search``, ``endpoint``, and ``search_wide``, the search
+        points at widths m >= r* alone, where the narrowest width's bad minima are left out)."""
         r_star = spec.teacher.width
         widths = sorted({int(r["width"]) for r in records if r["role"] == "endpoint"})
         teachers = sorted({record_teacher(spec, r) for r in records})
@@ -155,7 +156,7 @@ class MinimaRarity:
             self._pooled(r_star, m, [r for r in per_teacher if r["width"] == m]) for m in widths
         ]
         rows += per_teacher
-        for source in ("search", "endpoint"):
+        for source in ("search", "endpoint", "search_wide"):
             rows += self._index_rows(spec, records, source)
         return rows
 
@@ -184,11 +185,17 @@ class MinimaRarity:
             "largest_bad_basin": max((s for r in mine for s in r["basin_shares"]), default=0.0),
             "distinct_global_pieces": distinct_good,
             "piece_labels": len(labels),
+            "labels_outside_T": sum("silent" in p for p in labels),
             "unresolved_global": sum(r["unresolved_global"] for r in mine),
             "bad_good_ratio": distinct_bad / distinct_good if distinct_good else float("nan"),
             "piece_orbits": piece_orbits(r_star, m),
             "T": count_global_subspaces(r_star, m),
             "G": count_saddle_subspaces(r_star, m),
+            "G_over_T": (
+                count_saddle_subspaces(r_star, m) / count_global_subspaces(r_star, m)
+                if m >= r_star
+                else float("nan")
+            ),
         }
 
     @staticmethod
@@ -197,11 +204,14 @@ class MinimaRarity:
     ) -> list[dict[str, Any]]:
         """Index distribution per width of the non-global critical points of one source, and
         the fit of log P(index = 0) against the parameter count."""
-        if source == "search":
+        if source in ("search", "search_wide"):
+            least = spec.teacher.width if source == "search_wide" else 0
             points = [
                 (record_teacher(spec, r), int(r["width"]), int(r["n_params"]), int(r["index"]))
                 for r in records
-                if r["role"] == "critical" and r["loss"] >= spec.train.tol_global
+                if r["role"] == "critical"
+                and r["loss"] >= spec.train.tol_global
+                and r["width"] >= least
             ]
         else:
             points = [
@@ -210,7 +220,7 @@ class MinimaRarity:
                 if r["role"] == "endpoint" and r["kind"] in ("local_min", "saddle")
             ]
         rows = []
-        for m in sorted({p[1] for p in points}):
+        for m in sorted({p[1] for p in points}) if source != "search_wide" else []:
             mine = [p for p in points if p[1] == m]
             zero = sum(p[3] == 0 for p in mine)
             lo, hi = wilson_interval(zero, len(mine))

@@ -161,7 +161,9 @@ def orbit_size(copies: Sequence[int], cancel: Sequence[int]) -> int:
 @dataclass(frozen=True)
 class IndexFit:
     """log P(index = 0) = intercept + slope * P, fitted to binomial counts; slope interval by
-    bootstrap over teachers (nan when too few groups); deviance against one free rate per
+    bootstrap over teachers (nan when too few groups; intercept and slope nan too when index 0
+    is seen at fewer than two parameter counts or everywhere, where the likelihood's maximum
+    lies on its boundary and identifies no slope); deviance against one free rate per
     parameter count, its degrees of freedom and p-value; ``verdict`` in words."""
 
     slope: float
@@ -232,7 +234,8 @@ def fit_index_decay(
     index 0); the interval of b resamples the teachers with replacement ``bootstrap`` times.
 
     Verdict on the exponential-decay proposal: ``not resolved`` with fewer than three parameter
-    counts, index-0 points at fewer than two of them, or an interval for b that contains 0;
+    counts, index-0 points at fewer than two of them, index 0 everywhere (P = 1 fits at every
+    count, so no slope is identified), or an interval for b that contains 0;
     ``rejected`` when b's interval lies above 0 or the log-linear form fails the deviance test
     at the 5 % level; ``supported`` when the interval lies below 0 and the form passes.
     """
@@ -271,14 +274,18 @@ def fit_index_decay(
     if len(slopes) >= 10:
         tail = 100 * (1 - level) / 2
         lo, hi = (float(v) for v in np.percentile(slopes, [tail, 100 - tail]))
-    if len(x) < 3 or (k > 0).sum() < 2 or math.isnan(lo):
+    if len(x) < 3 or (k > 0).sum() < 2 or k.sum() == n.sum() or math.isnan(lo):
         verdict = "not resolved: " + (
             "fewer than three parameter counts"
             if len(x) < 3
             else "index 0 seen at fewer than two parameter counts"
             if (k > 0).sum() < 2
+            else "every critical point has index 0 (no slope is identified)"
+            if k.sum() == n.sum()
             else "too few teachers for an interval"
         )
+        if (k > 0).sum() < 2 or k.sum() == n.sum():  # the maximum is on the boundary
+            a = b = lo = hi = nan
     elif lo > 0:
         verdict = "rejected: P(index 0) rises with the parameter count"
     elif not math.isnan(gof) and gof < 0.05:

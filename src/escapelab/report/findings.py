@@ -200,14 +200,19 @@ def minima_rarity(rows: Rows, spec: dict[str, Any]) -> list[str]:
         if r["T"]:
             text += (
                 f" ({r['piece_labels']} labels of {r['piece_orbits']} possible modulo "
-                f"permutations; T = {r['T']:,} labelled pieces, G = {r['G']:,})"
+                f"permutations; T = {r['T']:,} labelled pieces, G = {r['G']:,}, G/T = "
+                f"{r['G_over_T']:.2g})"
             )
         else:
             text += f" (m < r*: no global minimum exists; G = {r['G']:,})"
         text += f"; bad/good = {_ratio(r['bad_good_ratio'])}."
         out.append(text)
     for fit in (r for r in rows if r["role"] == "fit"):
-        what = "saddle-search points" if fit["source"] == "search" else "training endpoints"
+        what = {
+            "search": "saddle-search points",
+            "endpoint": "training endpoints",
+            "search_wide": f"saddle-search points at m ≥ r* = {spec['teacher']['width']}",
+        }[fit["source"]]
         if math.isnan(fit["slope"]):
             out.append(f"Index fit on {what}: {fit['verdict']}.")
             continue
