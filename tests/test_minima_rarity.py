@@ -206,7 +206,11 @@ def test_a_tiny_run_keeps_its_invariants_and_resumes(tmp_path: Path) -> None:
     index = [r for r in out.summary if r["role"] == "index" and r["source"] == "search"]
     assert sum(r["found"] for r in index) == len(found)
     assert all(sum(r["index_counts"].values()) == r["found"] for r in index)
-    assert {r["source"] for r in out.summary if r["role"] == "fit"} == {"search", "endpoint", "search_wide"}
+    assert {r["source"] for r in out.summary if r["role"] == "fit"} == {
+        "search",
+        "endpoint",
+        "search_wide",
+    }
     said = findings("minima-rarity", out.summary, to_dict(out.spec))
     assert said[0].startswith("Over 2 teachers, the share of students ending in a bad minimum")
     assert len(said) == 1 + 3 + 3  # the lead, one per width, one per fit
