@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 from scipy.stats import chi2
 from torch import Tensor
 
@@ -179,26 +178,45 @@ class IndexFit:
     verdict: str
 
 
-def _nll(
-    params: np.ndarray, x: np.ndarray, k: np.ndarray, n: np.ndarray
-) -> tuple[float, np.ndarray]:
-    """Binomial negative log-likelihood of log p = a + b x (p capped just below 1) and its
-    gradient in (a, b)."""
-    raw = params[0] + params[1] * x
-    eta = np.minimum(raw, -1e-12)
-    p = np.exp(eta)
-    nll = float(-(k * eta).sum() - ((n - k) * np.log1p(-p)).sum())
-    d_eta = np.where(raw < -1e-12, -k + (n - k) * p / (1.0 - p), 0.0)
-    return nll, np.array([d_eta.sum(), (d_eta * x).sum()])
+def _nll(params: np.ndarray, x: np.ndarray, k: np.ndarray, n: np.ndarray) -> float:
+    """Binomial negative log-likelihood of log p = a + b x (p capped just below 1)."""
+    eta = np.minimum(params[0] + params[1] * x, -1e-12)
+    return float(-(k * eta).sum() - ((n - k) * np.log1p(-np.exp(eta))).sum())
 
 
-def _fit(x: np.ndarray, k: np.ndarray, n: np.ndarray) -> tuple[float, float]:
-    """(intercept, slope) by maximum likelihood (L-BFGS-B with the exact gradient), started
-    from least squares on smoothed logs."""
+def _fit(x: np.ndarray, k: np.ndarray, n: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """(intercept, slope) by maximum likelihood: damped Newton on the convex negative
+    log-likelihood inside the region where every p < 1, from least squares on smoothed logs
+    shifted into that region. A maximum on the boundary (p = 1 at some x, where k = n) is
+    approached to within the step halvings."""
     y = np.log((k + 0.5) / (n + 1.0))
-    slope0, a0 = np.polyfit(x, y, 1) if len(set(x.tolist())) > 1 else (0.0, float(y.mean()))
-    res = minimize(_nll, np.array([a0, slope0]), args=(x, k, n), jac=True, method="L-BFGS-B")
-    return float(res.x[0]), float(res.x[1])
+    slope, a = np.polyfit(x, y, 1) if len(set(x.tolist())) > 1 else (0.0, float(y.mean()))
+    theta = np.array([a, slope], dtype=float)
+    theta[0] -= max(0.0, float((theta[0] + theta[1] * x).max())) + 1e-3
+    design = np.stack([np.ones_like(x), x], axis=1)
+    value = _nll(theta, x, k, n)
+    for _ in range(iterations):
+        p = np.exp(design @ theta)
+        grad = design.T @ (-k + (n - k) * p / (1.0 - p))
+        weight = (n - k) * p / (1.0 - p) ** 2
+        hess = design.T @ (design * weight[:, None]) + 1e-12 * np.eye(2)
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            step = grad
+        t = 1.0
+        while t > 1e-12:
+            trial = theta - t * step
+            if float((design @ trial).max()) < 0 and _nll(trial, x, k, n) <= value:
+                break
+            t /= 2
+        else:
+            break
+        moved = float(np.abs(trial - theta).max())
+        theta, value = trial, _nll(trial, x, k, n)
+        if moved < 1e-12:
+            break
+    return float(theta[0]), float(theta[1])
 
 
 def _saturated_deviance(x: np.ndarray, k: np.ndarray, n: np.ndarray, a: float, b: float) -> float:
@@ -206,7 +224,7 @@ def _saturated_deviance(x: np.ndarray, k: np.ndarray, n: np.ndarray, a: float, b
     q = k / n
     with np.errstate(divide="ignore", invalid="ignore"):
         sat = np.where(k > 0, k * np.log(q), 0.0) + np.where(n > k, (n - k) * np.log1p(-q), 0.0)
-    return max(0.0, 2.0 * (float(sat.sum()) + _nll(np.array([a, b]), x, k, n)[0]))
+    return max(0.0, 2.0 * (float(sat.sum()) + _nll(np.array([a, b]), x, k, n)))
 
 
 def _pooled(groups: Sequence[tuple[object, int, int, int]]) -> tuple[np.ndarray, ...]:
@@ -285,7 +303,7 @@ def fit_index_decay(
             else "too few teachers for an interval"
         )
         if (k > 0).sum() < 2 or k.sum() == n.sum():  # the maximum is on the boundary
-            a = b = lo = hi = nan
+            a = b = lo = hi = dev = gof = nan
     elif lo > 0:
         verdict = "rejected: P(index 0) rises with the parameter count"
     elif not math.isnan(gof) and gof < 0.05:
