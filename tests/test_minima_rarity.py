@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,8 @@ def test_the_index_fit_recovers_a_known_slope() -> None:
     assert math.isnan(ones.slope) and math.isnan(ones.slope_low)
 
 
-def _endpoint(teacher: int, member: int, kind: str, theta: torch.Tensor, piece: str = "") -> dict:
-    record = {
+def _endpoint(teacher: int, member: int, kind: str, theta: torch.Tensor) -> dict:
+    return {
         "teacher": teacher,
         "role": "endpoint",
         "width": 3,
@@ -136,9 +137,18 @@ def _endpoint(teacher: int, member: int, kind: str, theta: torch.Tensor, piece: 
         "n_params": int(theta.numel()),
         "theta": theta.tolist(),
     }
-    if piece:
-        record["piece"] = piece
-    return record
+
+
+def _on_piece(spec: RaritySpec, k: int, units: list[tuple[int | None, float]]) -> torch.Tensor:
+    """A width-3 student of teacher k: (teacher unit copied or None for a free unit, output
+    weight as a multiple of that unit's, or itself for a free unit)."""
+    teacher = build_teacher(replace(spec.teacher, seed=spec.teacher.seed + k))
+    hidden, out = teacher.arch.unflatten(teacher.theta)
+    free = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    w = torch.stack([free if i is None else hidden.weight[i] for i, _ in units])
+    a = [f if i is None else f * float(out.weight[0, i]) for i, f in units]
+    arch = student_arch(spec.teacher, 3, False)
+    return arch.flatten([Layer(w, None), Layer(torch.tensor([a], dtype=torch.float64), None)])
 
 
 def test_hand_built_endpoints_give_the_right_counts_and_shares() -> None:
@@ -152,11 +162,11 @@ def test_hand_built_endpoints_give_the_right_counts_and_shares() -> None:
         _endpoint(0, 0, "local_min", a),
         _endpoint(0, 1, "local_min", a_moved),
         _endpoint(0, 2, "local_min", b),
-        _endpoint(0, 3, "global_min", b, "copies=2.1"),
-        # teacher 1: no bad minimum, two global pieces reached, one point unresolved
-        _endpoint(1, 0, "global_min", a, "copies=2.1"),
-        _endpoint(1, 1, "global_min", a, "copies=1.1|cancel=1"),
-        _endpoint(1, 2, "global_min", a, "unresolved:copies=1.1|cancel=1"),
+        _endpoint(0, 3, "global_min", _on_piece(spec, 0, [(0, 0.4), (1, 1.0), (0, 0.6)])),
+        # teacher 1: no bad minimum, two global pieces reached, one point not on a piece
+        _endpoint(1, 0, "global_min", _on_piece(spec, 1, [(1, 1.0), (0, 2.0), (0, -1.0)])),
+        _endpoint(1, 1, "global_min", _on_piece(spec, 1, [(1, 1.0), (None, 0.0), (0, 1.0)])),
+        _endpoint(1, 2, "global_min", _on_piece(spec, 1, [(1, 1.0), (None, 0.0), (0, 0.5)])),
         _endpoint(1, 3, "not_converged", a),
     ]
     rows = MinimaRarity().summarize(spec, records)

@@ -63,7 +63,7 @@ def global_piece(
     theta: Tensor,
     teacher_arch: Architecture,
     teacher_theta: Tensor,
-    tol: float = 0.02,
+    tol: float = 0.05,
 ) -> str:
     """The label of the global-minimum piece a student θ (P,) lies on, modulo permutations of
     its units (and sign flips, for odd activations): ``copies=c1.c2...`` (copies of each teacher
