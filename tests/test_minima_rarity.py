@@ -223,7 +223,7 @@ def test_a_tiny_run_keeps_its_invariants_and_resumes(tmp_path: Path) -> None:
     }
     said = findings("minima-rarity", out.summary, to_dict(out.spec))
     assert said[0].startswith("Over 2 teachers, the share of students ending in a bad minimum")
-    assert len(said) == 1 + 3 + 3  # the lead, one per width, one per fit
+    assert len(said) == 1 + 3 + 1 + 3  # the lead, one per width, the mean index, one per fit
     paths = MinimaRarity().figures(out.spec, out.records, tmp_path / "figures")
     assert [p.name for p in paths] == ["rarity_by_width.png", "rarity_index.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)

@@ -199,14 +199,25 @@ def minima_rarity(rows: Rows, spec: dict[str, Any]) -> list[str]:
         )
         if r["T"]:
             text += (
-                f" ({r['piece_labels']} labels of {r['piece_orbits']} possible modulo "
-                f"permutations; T = {r['T']:,} labelled pieces, G = {r['G']:,}, G/T = "
+                f" ({r['piece_labels']} labels over all teachers, {r['labels_outside_T']} of them "
+                f"with silent units outside T's model; {r['piece_orbits']} possible in T's model "
+                f"modulo permutations; T = {r['T']:,} labelled pieces, G = {r['G']:,}, G/T = "
                 f"{r['G_over_T']:.2g})"
             )
         else:
             text += f" (m < r*: no global minimum exists; G = {r['G']:,})"
         text += f"; bad/good = {_ratio(r['bad_good_ratio'])}."
         out.append(text)
+    search = [r for r in rows if r["role"] == "index" and r["source"] == "search"]
+    if search:
+        out.append(
+            f"The mean Hessian index of the non-global saddle-search points "
+            f"{_trend(search[0]['mean_index'], search[-1]['mean_index'])} from "
+            f"{search[0]['mean_index']:.2f} at P = {search[0]['n_params']} to "
+            f"{search[-1]['mean_index']:.2f} at P = {search[-1]['n_params']}; the share of index 0 "
+            f"from {share(search[0]['p_index_zero'], search[0]['ci_low'], search[0]['ci_high'])} "
+            f"to {share(search[-1]['p_index_zero'], search[-1]['ci_low'], search[-1]['ci_high'])}."
+        )
     for fit in (r for r in rows if r["role"] == "fit"):
         what = {
             "search": "saddle-search points",

@@ -17,14 +17,14 @@ SOURCE_STYLE = {
     "search": (OKABE_ITO["vermillion"], "o", "saddle search"),
     "endpoint": (OKABE_ITO["blue"], "s", "training endpoints"),
 }
-# the smallest share drawn on the log axis
-FLOOR = 1e-3
+# the smallest share drawn on the log axis of the index figure
+FLOOR = 1e-5
 
 
 def plot_by_width(rows: list[dict[str, Any]], r_star: int, path: Path) -> Path:
     """Left: share of students in a bad minimum (Wilson 95 %). Right: distinct bad minima and
     distinct global-minimum pieces reached (summed over teachers), and the possible piece labels
-    modulo permutations, on a log axis."""
+    of T's model modulo permutations times the teachers, on a log axis."""
     widths = [r for r in rows if r["role"] == "width"]
     xs = [r["width"] for r in widths]
     fig, (left, right) = new_figure(1, 2, figsize=(10.0, 4.0))
@@ -48,8 +48,9 @@ def plot_by_width(rows: list[dict[str, Any]], r_star: int, path: Path) -> Path:
     series = [
         ("distinct_bad_minima", OKABE_ITO["vermillion"], "o-", "distinct bad minima"),
         ("distinct_global_pieces", OKABE_ITO["blue"], "s-", "distinct global pieces reached"),
-        ("piece_orbits", OKABE_ITO["bluish_green"], "--", "possible pieces mod permutations"),
+        ("possible", OKABE_ITO["bluish_green"], "--", "possible pieces (T mod perm.) x teachers"),
     ]
+    widths = [{**r, "possible": r["piece_orbits"] * r["teachers"]} for r in widths]
     for key, color, style, label in series:
         pts = [(r["width"], r[key]) for r in widths if r[key] > 0]
         if pts:
@@ -59,6 +60,7 @@ def plot_by_width(rows: list[dict[str, Any]], r_star: int, path: Path) -> Path:
     right.set_xlabel("student width m")
     right.set_ylabel("count (summed over teachers)")
     right.axvline(r_star, color="0.6", lw=0.8, ls=":")
+    right.legend(loc="best", fontsize=8)  # finish draws the first panel's legend only
     return finish(fig, [left, right], path, title="Bad minima and global pieces by width")
 
 

@@ -127,9 +127,9 @@ CAPTIONS: dict[str, str] = {
     "rarity_by_width.png": (
         "Left: share of students ending in a bad minimum against width, pooled over teachers "
         "(Wilson 95 %). Right: distinct bad minima modulo symmetry and distinct pieces of the "
-        "global-minimum manifold reached (both summed over teachers), and the number of possible "
-        "pieces modulo permutations of the student's units, on a log axis; the dotted line marks "
-        "m = r*."
+        "global-minimum manifold reached (both summed over teachers), and the number of pieces of "
+        "T's model modulo permutations of the student's units times the teachers, on a log "
+        "axis; the dotted line marks m = r*."
     ),
     "rarity_index.png": (
         "Left: share of index 0 among the non-global critical points against the parameter count "
