@@ -46,6 +46,7 @@ PINNED_DEFAULT_HASHES = {
     "matrix-sensing": "190b6c07703afc66",
     "catapult": "409f2c0a735ce34d",
     "scaling": "9809108249027730",
+    "minima-rarity": "98ad911de86a67f3",
 }
 
 

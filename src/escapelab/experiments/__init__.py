@@ -14,6 +14,7 @@ from escapelab.experiments.implicit_acceleration import (
 )
 from escapelab.experiments.lottery import Lottery, LotterySpec
 from escapelab.experiments.matrix_sensing import MatrixSensing, MatrixSensingSpec
+from escapelab.experiments.minima_rarity import MinimaRarity, RaritySpec
 from escapelab.experiments.random_features import RandomFeatures, RandomFeaturesSpec
 from escapelab.experiments.relu_spurious import ReluSpurious, ReluSpuriousSpec
 from escapelab.experiments.scaling import Scaling, ScalingSpec
@@ -30,6 +31,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Escape(),
         Scaling(),
         Census(),
+        MinimaRarity(),
         Lottery(),
         TicketPerturbation(),
         TicketDose(),
@@ -70,8 +72,10 @@ __all__ = [
     "LotterySpec",
     "MatrixSensing",
     "MatrixSensingSpec",
+    "MinimaRarity",
     "RandomFeatures",
     "RandomFeaturesSpec",
+    "RaritySpec",
     "ReluSpurious",
     "ReluSpuriousSpec",
     "Scaling",

@@ -28,19 +28,22 @@ import torch
 
 from escapelab.config import constraint
 from escapelab.experiments.base import Task
+from escapelab.experiments.kits.census import (
+    critical_record,
+    endpoint_records,
+    group_bad_minima,
+    search_records,
+)
 from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherStudentSpec,
     objective_for,
     per_teacher,
-    student_arch,
     task_spec,
     train_students,
     width_tasks,
 )
-from escapelab.landscape.symmetry import group_minima, probe_inputs
 from escapelab.nets.surgery import split_unit
-from escapelab.optim.refine import find_critical_points
 from escapelab.seeding import derive_seed
 
 
@@ -55,32 +58,6 @@ class CensusSpec(TeacherStudentSpec):
     tol_function: float = field(default=1e-4, metadata=constraint(gt=0))
     n_probes: int = field(default=512, metadata=constraint(ge=1))
     seed: int = 0
-
-
-def _point(
-    source: str,
-    width: int,
-    source_width: int,
-    member: int,
-    loss: float,
-    grad_norm: float,
-    eigs: torch.Tensor,
-    tol_eig: float,
-) -> dict[str, Any]:
-    """A critical point's record: where it came from, its loss and its Hessian index."""
-    thresh = tol_eig * float(eigs[-1].abs())
-    return {
-        "role": "critical",
-        "source": source,
-        "width": width,
-        "source_width": source_width,
-        "member": member,
-        "n_params": int(eigs.shape[0]),
-        "loss": loss,
-        "grad_norm": grad_norm,
-        "eig_min": float(eigs[0]),
-        "index": int((eigs < -thresh).sum()),
-    }
 
 
 class Census:
@@ -100,21 +77,12 @@ class Census:
         run = train_students(spec, m, lo, hi, device)
         arch, objective, result, endpoints = run.arch, run.objective, run.result, run.endpoints
         objective = objective.to(result.theta.dtype)
-        records: list[dict[str, Any]] = [
-            {
-                "role": "endpoint",
-                "width": m,
-                "member": lo + i,
-                **ep.to_dict(),
-                "theta": result.theta[i].tolist(),
-            }
-            for i, ep in enumerate(endpoints)
-        ]
+        records = endpoint_records(run, m, lo)
         critical = [i for i, ep in enumerate(endpoints) if ep.kind in ("local_min", "saddle")]
         for i in critical:
             eigs = torch.linalg.eigvalsh(objective.hessian(result.theta[i : i + 1]))[0]
             records.append(
-                _point(
+                critical_record(
                     "endpoint",
                     m,
                     m,
@@ -135,7 +103,7 @@ class Census:
             eigs = torch.linalg.eigvalsh(wide_obj.hessian(points))
             for k, (i, _) in enumerate(split):
                 records.append(
-                    _point(
+                    critical_record(
                         "embedded",
                         m + 1,
                         m,
@@ -151,26 +119,16 @@ class Census:
             owners = [i for i in critical for _ in range(spec.search_starts)]
             noise = torch.randn(len(owners), arch.n_params, generator=gen, dtype=torch.float64)
             starts = result.theta[owners] + spec.search_radius * noise.to(result.theta)
-            found, gnorm = find_critical_points(objective, starts, spec.search_steps, tr.tol_grad)
-            ok = gnorm <= tr.tol_grad
-            if ok.any():
-                found = found[ok]
-                eigs = torch.linalg.eigvalsh(objective.hessian(found))
-                loss = objective.loss(found)
-                kept = [o for o, flag in zip(owners, ok.tolist(), strict=True) if flag]
-                for k, i in enumerate(kept):
-                    records.append(
-                        _point(
-                            "search",
-                            m,
-                            m,
-                            lo + i,
-                            float(loss[k]),
-                            float(gnorm[ok][k]),
-                            eigs[k],
-                            tr.tol_eig,
-                        )
-                    )
+            records += search_records(
+                objective,
+                starts,
+                [lo + i for i in owners],
+                spec.search_steps,
+                tr.tol_grad,
+                tr.tol_eig,
+                "search",
+                m,
+            )
         return [{"teacher": spec.teacher.seed, **r} for r in records]
 
     def summarize(self, spec: CensusSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -182,16 +140,10 @@ class Census:
     ) -> list[dict[str, Any]]:
         """Per width: distinct bad minima (losses, basin shares) and Hessian indices found."""
         rows = []
-        probes = probe_inputs(spec.teacher.d, spec.n_probes, derive_seed("probes", spec.seed))
         for m in sorted({int(r["width"]) for r in records if r["role"] == "endpoint"}):
             ends = [r for r in records if r["role"] == "endpoint" and r["width"] == m]
             bad = [r for r in ends if r["kind"] == "local_min"]
-            arch = student_arch(spec.teacher, m, spec.student.bias)
-            groups = []
-            if bad:
-                thetas = torch.tensor([r["theta"] for r in bad], dtype=torch.float64)
-                losses = torch.tensor([r["loss"] for r in bad], dtype=torch.float64)
-                groups = group_minima(arch, thetas, losses, spec.tol_function, probes)
+            groups = group_bad_minima(spec, m, bad, spec.tol_function, spec.n_probes, spec.seed)
             found = [
                 r
                 for r in records

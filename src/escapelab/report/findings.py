@@ -171,6 +171,73 @@ def minima_census(rows: Rows, spec: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ratio(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:.2g}"
+
+
+def minima_rarity(rows: Rows, spec: dict[str, Any]) -> list[str]:
+    """Bad-minimum share and distinct counts from the narrowest to the widest width, pooled
+    over teachers; distinct global pieces against the possible ones and T; the index fit."""
+    widths = [r for r in rows if r["role"] == "width"]
+    if not widths:
+        return ["No student has finished yet."]
+    first, last = widths[0], widths[-1]
+    out = [
+        f"Over {first['teachers']} teachers, the share of students ending in a bad minimum "
+        f"{_trend(first['p_bad_min'], last['p_bad_min'])} from "
+        f"{share(first['p_bad_min'], first['bad_ci_low'], first['bad_ci_high'])} at m = "
+        f"{first['width']} to {share(last['p_bad_min'], last['bad_ci_low'], last['bad_ci_high'])}"
+        f" at m = {last['width']}; distinct bad minima (summed over teachers): "
+        f"{first['distinct_bad_minima']} → {last['distinct_bad_minima']}."
+    ]
+    for r in widths:
+        text = (
+            f"At m = {r['width']}: {r['bad_minima']} of {r['seeds']} students in "
+            f"{r['distinct_bad_minima']} distinct bad minima ({r['teachers_with_bad']} of "
+            f"{r['teachers']} teachers have one), {r['global_min']} in "
+            f"{r['distinct_global_pieces']} distinct global pieces"
+        )
+        if r["T"]:
+            text += (
+                f" ({r['piece_labels']} labels over all teachers, {r['labels_outside_T']} of them "
+                f"with silent units outside T's model; {r['piece_orbits']} possible in T's model "
+                f"modulo permutations; T = {r['T']:,} labelled pieces, G = {r['G']:,}, G/T = "
+                f"{r['G_over_T']:.2g})"
+            )
+        else:
+            text += f" (m < r*: no global minimum exists; G = {r['G']:,})"
+        text += f"; bad/good = {_ratio(r['bad_good_ratio'])}."
+        out.append(text)
+    search = [r for r in rows if r["role"] == "index" and r["source"] == "search"]
+    if search:
+        out.append(
+            f"The mean Hessian index of the non-global saddle-search points "
+            f"{_trend(search[0]['mean_index'], search[-1]['mean_index'])} from "
+            f"{search[0]['mean_index']:.2f} at P = {search[0]['n_params']} to "
+            f"{search[-1]['mean_index']:.2f} at P = {search[-1]['n_params']}; the share of index 0 "
+            f"from {share(search[0]['p_index_zero'], search[0]['ci_low'], search[0]['ci_high'])} "
+            f"to {share(search[-1]['p_index_zero'], search[-1]['ci_low'], search[-1]['ci_high'])}."
+        )
+    for fit in (r for r in rows if r["role"] == "fit"):
+        what = {
+            "search": "saddle-search points",
+            "endpoint": "training endpoints",
+            "search_wide": f"saddle-search points at m ≥ r* = {spec['teacher']['width']}",
+        }[fit["source"]]
+        if math.isnan(fit["slope"]):
+            out.append(f"Index fit on {what}: {fit['verdict']}.")
+            continue
+        out.append(
+            f"Index fit on {what} ({fit['points']} non-global critical points, "
+            f"{fit['index_zero']} of index 0, P = {', '.join(map(str, fit['n_params']))}): "
+            f"log P(index 0) changes by {fit['slope']:.3f} "
+            f"[{fit['slope_low']:.3f}, {fit['slope_high']:.3f}] per parameter (bootstrap over "
+            f"teachers), deviance test p = {fit['gof_p']:.2g}; the exponential-decay proposal is "
+            f"{fit['verdict']}."
+        )
+    return out
+
+
 _LAW_WORDS = {
     "lottery_subsets": "the lottery law over overlapping sub-networks (no free parameter)",
     "lottery_disjoint": "the lottery law over disjoint sub-networks (no free parameter)",
@@ -560,6 +627,7 @@ FINDINGS: dict[str, Callable[[Rows, dict[str, Any]], list[str]]] = {
     "subnetworks": subnetworks,
     "escape": escape,
     "minima-census": minima_census,
+    "minima-rarity": minima_rarity,
     "scaling": scaling,
     "lottery": lottery,
     "ticket-perturbation": ticket_perturbation,

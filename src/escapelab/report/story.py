@@ -36,6 +36,13 @@ QUESTIONS: dict[str, str] = {
         "How many distinct bad minima are there at each width, how large are their basins, and "
         "which Hessian indices do the critical points near them have? (E5)"
     ),
+    "minima-rarity": (
+        "How rare are bad minima over many teachers at widths r* − 1 … r* + 3: how many distinct "
+        "ones modulo symmetry and how much basin they hold, against the distinct pieces of the "
+        "global-minimum manifold reached and the counts T(r*, m) and G(r, m); and does the chance "
+        "that a critical point has no negative Hessian eigenvalue fall exponentially with the "
+        "parameter count? (E5, issue 16)"
+    ),
     "lottery": (
         "Do classic lottery tickets — sparse sub-networks found by iterative magnitude pruning "
         "and rewound to their initial weights — train as well as the dense network on real data, "
@@ -122,6 +129,19 @@ CAPTIONS: dict[str, str] = {
     "hessian_index.png": (
         "Distribution of the Hessian index (number of negative eigenvalues) of the non-global "
         "critical points found, by width."
+    ),
+    "rarity_by_width.png": (
+        "Left: share of students ending in a bad minimum against width, pooled over teachers "
+        "(Wilson 95 %). Right: distinct bad minima modulo symmetry and distinct pieces of the "
+        "global-minimum manifold reached (both summed over teachers), and the number of pieces of "
+        "T's model modulo permutations of the student's units times the teachers, on a log "
+        "axis; the dotted line marks m = r*."
+    ),
+    "rarity_index.png": (
+        "Left: share of index 0 among the non-global critical points against the parameter count "
+        "(Wilson 95 %; an open triangle at the upper bound where none was seen), for the saddle "
+        "search and for the training endpoints separately, each with its fitted exp(a + b P). "
+        "Right: their mean Hessian index."
     ),
     "ticket_perturbation.png": (
         "Failure rate of winning tickets (95 % intervals) against the size of the perturbation "
@@ -367,6 +387,15 @@ def method(name: str, spec: dict[str, Any]) -> list[str]:
             f"endpoint from perturbations of size {spec['search_radius']:g}; minima are the same "
             f"when their outputs on {spec['n_probes']} probe inputs differ by less than "
             f"{spec['tol_function']:g}."
+        )
+    elif name == "minima-rarity":
+        out.append(
+            f"Search: {spec['search_starts']} gradient-norm minimisations per student from "
+            f"perturbations of size {spec['search_radius']:g} around its endpoint; minima are the "
+            f"same when their outputs on {spec['n_probes']} probe inputs differ by less than "
+            f"{spec['tol_function']:g}; a global minimum's piece is read off its units matched to "
+            f"the teacher's within {spec['tol_piece']:g} (relative); the index-decay slope's "
+            f"interval resamples teachers {spec['bootstrap']} times."
         )
     elif name == "subnetworks":
         out.append(

@@ -206,6 +206,21 @@ def rare_minima_census(rows: Rows, spec: dict[str, Any]) -> Evidence:
     )
 
 
+def rare_minima_rarity(rows: Rows, spec: dict[str, Any]) -> Evidence:
+    """Rarity: the pooled share of students in bad minima from the narrowest to the widest."""
+    widths = [r for r in rows if r["role"] == "width"]
+    if not widths:
+        return Evidence("inconclusive", "no width finished")
+    first, last = widths[0], widths[-1]
+    return _falls(
+        first["p_bad_min"],
+        last["p_bad_min"],
+        "the share of students in bad minima (pooled over teachers)",
+        first["width"],
+        last["width"],
+    )
+
+
 def rare_minima_sweep(rows: Rows, spec: dict[str, Any]) -> Evidence:
     """Width sweep: P(bad local minimum) from the narrowest to the widest student."""
     main = _pooled(rows)
@@ -327,7 +342,11 @@ CLAIMS: tuple[Claim, ...] = (
         "rarity",
         "Bad minima become rare as the width grows",
         "escape picture (E5 and the symmetry counts)",
-        {"minima-census": rare_minima_census, "width-sweep": rare_minima_sweep},
+        {
+            "minima-census": rare_minima_census,
+            "minima-rarity": rare_minima_rarity,
+            "width-sweep": rare_minima_sweep,
+        },
         "escapelab run minima-census && escapelab counts",
     ),
     Claim(
