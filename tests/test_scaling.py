@@ -80,9 +80,9 @@ def _fake_run_task(self, spec, task: Task, device) -> list[dict]:
 def test_the_default_family_and_its_problems() -> None:
     spec = build(ScalingSpec, {})
     labels = [p.label for p in problems(spec)]
-    assert (
-        len(labels) == 24
-    )  # 2 activations x (r*=3: d=2 g, d=4 g, d=4 o; r*=4 likewise) x 2 teachers
+    # 2 activations x (r*=3: d=2 g, d=4 g, d=4 o; r*=4 likewise) x 1 teacher
+    assert len(labels) == 12
+    assert len(problems(build(ScalingSpec, {"family": {"teachers": 2}}))) == 24
     assert "erf-r3-d2-orthonormal-t0" not in labels  # orthonormal needs r* <= d
     assert "relu-r4-d4-orthonormal-t0" in labels
 

@@ -75,7 +75,7 @@ class FamilySpec:
     incoming: tuple[Literal["gaussian", "orthonormal"], ...] = ("gaussian", "orthonormal")
     outgoing: Literal["ones", "signs", "gaussian"] = "ones"
     scale: float = field(default=2.0, metadata=constraint(gt=0, help="incoming weight scale"))
-    teachers: int = field(default=2, metadata=constraint(ge=1, help="teacher seeds per cell"))
+    teachers: int = field(default=1, metadata=constraint(ge=1, help="teacher seeds per cell"))
     teacher_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,7 +107,7 @@ class WidthsSpec:
     factor: int = field(default=3, metadata=constraint(ge=2, help="widest student / r*"))
     min_failures: int = field(default=20, metadata=constraint(ge=1))
     target_upper: float = field(default=1e-3, metadata=constraint(gt=0, lt=1))
-    max_seeds: int = field(default=192, metadata=constraint(ge=2, help="budget per width"))
+    max_seeds: int = field(default=96, metadata=constraint(ge=2, help="budget per width"))
 
 
 @dataclass(frozen=True)
