@@ -32,7 +32,7 @@ from escapelab.experiments.kits.census import (
     critical_record,
     endpoint_records,
     group_bad_minima,
-    search_records,
+    search_around,
 )
 from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
@@ -44,7 +44,6 @@ from escapelab.experiments.kits.teacher_student import (
     width_tasks,
 )
 from escapelab.nets.surgery import split_unit
-from escapelab.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -114,21 +113,7 @@ class Census:
                         tr.tol_eig,
                     )
                 )
-        if critical and spec.search_starts:
-            gen = torch.Generator().manual_seed(derive_seed("census", spec.seed, m, lo))
-            owners = [i for i in critical for _ in range(spec.search_starts)]
-            noise = torch.randn(len(owners), arch.n_params, generator=gen, dtype=torch.float64)
-            starts = result.theta[owners] + spec.search_radius * noise.to(result.theta)
-            records += search_records(
-                objective,
-                starts,
-                [lo + i for i in owners],
-                spec.search_steps,
-                tr.tol_grad,
-                tr.tol_eig,
-                "search",
-                m,
-            )
+        records += search_around(spec, objective, result.theta, critical, lo, m, "census")
         return [{"teacher": spec.teacher.seed, **r} for r in records]
 
     def summarize(self, spec: CensusSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

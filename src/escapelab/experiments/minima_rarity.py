@@ -39,7 +39,7 @@ import torch
 
 from escapelab.config import constraint
 from escapelab.experiments.base import Task
-from escapelab.experiments.kits.census import endpoint_records, group_bad_minima, search_records
+from escapelab.experiments.kits.census import endpoint_records, group_bad_minima, search_around
 from escapelab.experiments.kits.teacher_student import (
     StudentSpec,
     TeacherStudentSpec,
@@ -92,29 +92,15 @@ class MinimaRarity:
     def run_task(self, spec: RaritySpec, task: Task, device: torch.device) -> list[dict[str, Any]]:
         m, lo, hi = task.params["m"], task.params["lo"], task.params["hi"]
         spec = task_spec(spec, task)
-        tr = spec.train
         run = train_students(spec, m, lo, hi, device)
         records = endpoint_records(run, m, lo)
         for rec in records:
             rec["n_params"] = run.arch.n_params
-        if spec.search_starts:
-            objective = run.objective.to(run.result.theta.dtype)
-            gen = torch.Generator().manual_seed(derive_seed("rarity-search", spec.seed, m, lo))
-            owners = [i for i in range(hi - lo) for _ in range(spec.search_starts)]
-            noise = torch.randn(len(owners), run.arch.n_params, generator=gen, dtype=torch.float64)
-            theta = run.result.theta[owners]
-            starts = theta + spec.search_radius * noise.to(theta)
-            finite = torch.isfinite(starts).all(1)
-            records += search_records(
-                objective,
-                starts[finite],
-                [lo + o for o, ok in zip(owners, finite.tolist(), strict=True) if ok],
-                spec.search_steps,
-                tr.tol_grad,
-                tr.tol_eig,
-                "search",
-                m,
-            )
+        theta = run.result.theta
+        objective = run.objective.to(theta.dtype)
+        records += search_around(
+            spec, objective, theta, list(range(hi - lo)), lo, m, "rarity-search"
+        )
         return [{"teacher": spec.teacher.seed, **r} for r in records]
 
     def summarize(self, spec: RaritySpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -90,6 +90,38 @@ def search_records(
     ]
 
 
+def search_around(
+    spec: Any,
+    objective: Objective,
+    theta: Tensor,
+    around: list[int],
+    lo: int,
+    width: int,
+    tag: str,
+) -> list[dict[str, Any]]:
+    """:func:`search_records` from ``spec.search_starts`` perturbed copies of each row of
+    ``theta`` listed in ``around``: Gaussian noise of size ``spec.search_radius``, drawn from a
+    generator seeded by (``tag``, ``spec.seed``, width, ``lo``), so a task's starts do not
+    depend on the others. Non-finite starts are dropped; a record's member is ``lo`` + its row."""
+    owners = [i for i in around for _ in range(spec.search_starts)]
+    if not owners:
+        return []
+    gen = torch.Generator().manual_seed(derive_seed(tag, spec.seed, width, lo))
+    noise = torch.randn(len(owners), theta.shape[1], generator=gen, dtype=torch.float64)
+    starts = theta[owners] + spec.search_radius * noise.to(theta)
+    finite = torch.isfinite(starts).all(1)
+    return search_records(
+        objective,
+        starts[finite],
+        [lo + o for o, ok in zip(owners, finite.tolist(), strict=True) if ok],
+        spec.search_steps,
+        spec.train.tol_grad,
+        spec.train.tol_eig,
+        "search",
+        width,
+    )
+
+
 def group_bad_minima(
     spec: TeacherStudentSpec,
     width: int,
