@@ -16,10 +16,12 @@ from escapelab.report.verdict import dose_tickets_fail
 from escapelab.runner.store import Store
 from escapelab.runner.sweep import run
 from escapelab.tickets.dose_response import (
+    Pairs,
     Tally,
     dose_arm,
     dose_rows,
     newcombe_interval,
+    paired_newcombe_interval,
     rate_columns,
     threshold_rows,
     thresholds,
@@ -46,6 +48,59 @@ def test_newcombe_interval_matches_the_published_examples(counts, expected) -> N
 def test_newcombe_interval_of_an_empty_sample_is_nan() -> None:
     assert all(math.isnan(v) for v in newcombe_interval(1, 0, 1, 5))
     assert newcombe_interval(3, 10, 3, 10)[0] < 0 < newcombe_interval(3, 10, 3, 10)[1]
+
+
+# Newcombe (1998b), "Improved confidence intervals for the difference between binomial
+# proportions based on paired data", Statistics in Medicine 17: the worked examples of method 10,
+# cells (both, first only, second only, neither)
+NEWCOMBE_PAIRED = [
+    ((36, 12, 2, 0), (0.0569, 0.3404)),
+    ((18, 12, 2, 18), (0.0562, 0.3290)),
+    ((53, 0, 0, 1), (-0.0729, 0.0729)),
+    ((0, 30, 0, 0), (0.8395, 1.0)),
+]
+
+
+@pytest.mark.parametrize(("cells", "expected"), NEWCOMBE_PAIRED)
+def test_paired_interval_matches_the_published_examples(cells, expected) -> None:
+    lo, hi = paired_newcombe_interval(Pairs(*cells))
+    assert (round(lo, 4), round(hi, 4)) == expected
+
+
+def test_paired_interval_is_the_independent_one_without_correlation_and_narrower_with() -> None:
+    # ad - bc = 25*25 - 25*25 = 0: phi = 0, the same Wilson halves as two samples of 100
+    assert paired_newcombe_interval(Pairs(25, 25, 25, 25)) == pytest.approx(
+        newcombe_interval(50, 100, 50, 100)
+    )
+    # the same margins (30 and 20 of 100 fail), but the tickets that fail under the floor also
+    # fail under the dose: the paired interval is narrower and lies above 0
+    agree = paired_newcombe_interval(Pairs(20, 10, 0, 70))
+    apart = newcombe_interval(30, 100, 20, 100)
+    assert agree[1] - agree[0] < 0.6 * (apart[1] - apart[0])
+    assert agree[0] > 0 > apart[0]
+    assert all(math.isnan(v) for v in paired_newcombe_interval(Pairs(0, 0, 0, 0)))
+    with pytest.raises(ValueError):
+        Pairs(1, -1, 0, 0)
+
+
+def test_pairs_keep_only_tickets_decided_under_both() -> None:
+    dose = {"a": True, "b": True, "c": False, "d": None, "e": False, "only-dose": True}
+    floor = {"a": True, "b": False, "c": True, "d": True, "e": False, "only-floor": False}
+    assert Pairs.of(dose, floor) == Pairs(both=1, dose_only=1, floor_only=1, neither=1)
+
+
+def test_paired_dose_rows_count_the_changed_tickets() -> None:
+    floor = Tally(20, 100)
+    doses = [("scale", 4.0, Tally(30, 100))]
+    row = dose_rows(doses, floor, pairs=[Pairs(20, 10, 0, 70)])[0]
+    assert row["diff_method"] == "paired" and row["n_pairs"] == 100
+    assert (row["broken_pairs"], row["mended_pairs"]) == (10, 0)
+    assert row["diff"] == pytest.approx(0.10) and row["above_floor"]
+    assert (row["diff_low"], row["diff_high"]) == paired_newcombe_interval(Pairs(20, 10, 0, 70))
+    alone = dose_rows(doses, floor)[0]
+    assert alone["diff_method"] == "independent" and not alone["above_floor"]
+    with pytest.raises(ValueError, match="one table of pairs per dose"):
+        dose_rows(doses, floor, pairs=[])
 
 
 def test_arms_order_doses_by_their_distance_from_no_perturbation() -> None:
@@ -178,6 +233,13 @@ def test_a_tiny_run_adds_up_and_resumes_without_storing_twice(tmp_path: Path) ->
             assert sum(r["failure_kinds"].values()) == r["failures"] <= r["n"]
             if r["n"]:
                 assert r["ci_low"] <= r["failure_rate"] <= r["ci_high"]
+        for r in doses:  # paired per ticket: the changed pairs make the difference
+            assert r["diff_method"] == "paired" and r["n_pairs"] <= min(r["n"], floor["n"])
+            if r["n_pairs"]:
+                changed = r["broken_pairs"] - r["mended_pairs"]
+                assert r["diff"] == pytest.approx(changed / r["n_pairs"])
+            if r["n_pairs"] == r["n"] == floor["n"]:  # no ticket undecided: margins agree
+                assert changed == r["failures"] - floor["failures"]
         assert sorted(r["arm"] for r in mine if r["role"] == "threshold") == [
             "noise",
             "scale down",

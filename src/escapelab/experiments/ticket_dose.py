@@ -23,8 +23,9 @@ the rest of the network scaled by alpha, or given noise of size sigma
 Summary rows (``role``): ``floor`` and ``dose`` per ticket kind and problem (pooled over the
 neuron level's teachers), with Wilson intervals, their half-widths against
 ``target_half_width``, the difference from the floor with Newcombe's interval and the failures
-by class; at the neuron level also the pairs that changed (``broken``: the unperturbed network
-succeeded, this dose's failed, of ``n_reference_success``; ``rescued``: the reverse);
+by class. Every ticket runs under the floor and under every dose, so the difference is paired
+per ticket (:func:`escapelab.tickets.dose_response.paired_newcombe_interval`), with the tickets
+that failed under the dose only (``broken_pairs``) and under the floor only (``mended_pairs``);
 ``threshold`` per arm (scale down, scale up, noise): the first dose whose difference from the
 floor lies above 0, or none.
 """
@@ -45,6 +46,7 @@ from escapelab.experiments.kits.tickets import (
 from escapelab.experiments.kits.weight_tickets import RESHUFFLE, WeightTicketSpec
 from escapelab.tickets.dose_response import (
     TARGET_HALF_WIDTH,
+    Pairs,
     Tally,
     dose_rows,
     rate_columns,
@@ -94,6 +96,16 @@ def _weight_outcome(record: dict[str, Any]) -> str:
     return "diverged" if record["diverged"] else "accuracy_drop"
 
 
+def _ticket(record: dict[str, Any]) -> tuple[Any, int]:
+    """The ticket a record belongs to: (teacher, member) at the neuron level, (None, member) at
+    the weight level."""
+    return record.get("teacher"), int(record["member"])
+
+
+def _failed(outcome: str | None, failure_kinds: tuple[str, ...]) -> bool | None:
+    return None if outcome is None else outcome in failure_kinds
+
+
 def _problem_rows(
     spec: TicketDoseSpec,
     head: dict[str, Any],
@@ -103,37 +115,28 @@ def _problem_rows(
     failure_kinds: tuple[str, ...],
 ) -> list[dict[str, Any]]:
     """The floor, dose and threshold rows of one ticket kind and problem from its ticket
-    records ``runs`` (grid order)."""
+    records ``runs`` (grid order). Each ticket ran under the floor and under every dose, so the
+    differences are paired per ticket."""
     target = spec.target_half_width
     by_label: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         by_label.setdefault(r["label"], []).append(r)
     floor_runs = by_label.get(floor_label, [])
     floor = Tally.of((outcome(r) for r in floor_runs), failure_kinds)
+    floor_failed = {_ticket(r): _failed(outcome(r), failure_kinds) for r in floor_runs}
     rows = [{**head, "role": "floor", "label": floor_label, **rate_columns(floor, target)}]
-    doses = []
-    extra = []
+    doses, pairs, labels = [], [], []
     for label, mine in by_label.items():
         kind, size = mine[0]["perturbation"], float(mine[0]["size"])
         if label == floor_label or kind in ("none", RESHUFFLE):
             continue
         doses.append((kind, size, Tally.of((outcome(r) for r in mine), failure_kinds)))
-        # neuron level, the pairs: tickets whose unperturbed network succeeded and that this
-        # dose broke, and those whose unperturbed network did not and that this dose rescued
-        paired = "reference_success" in mine[0]
-        reference = [r for r in mine if r.get("reference_success")]
-        rescued = [r for r in mine if r.get("reference_success") is False and r["success"]]
-        extra.append(
-            {
-                "label": label,
-                "n_reference_success": len(reference) if paired else None,
-                "broken": sum(outcome(r) in failure_kinds for r in reference) if paired else None,
-                "rescued": len(rescued) if paired else None,
-            }
-        )
+        failed = {_ticket(r): _failed(outcome(r), failure_kinds) for r in mine}
+        pairs.append(Pairs.of(failed, floor_failed))
+        labels.append(label)
     rows += [
-        {**head, "role": "dose", **more, **row}
-        for more, row in zip(extra, dose_rows(doses, floor, target), strict=True)
+        {**head, "role": "dose", "label": label, **row}
+        for label, row in zip(labels, dose_rows(doses, floor, target, pairs), strict=True)
     ]
     dosed = [r for r in rows if r["role"] == "dose"]
     rows += [{**head, "role": "threshold", **t} for t in threshold_rows(dosed)]

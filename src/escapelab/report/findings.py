@@ -423,10 +423,12 @@ def ticket_dose(rows: Rows, spec: dict[str, Any]) -> list[str]:
         widest = max(doses, key=lambda r: r["diff_half_width"])
         ns = sorted(r["n"] for r in doses)
         per_dose = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
+        paired = all(r.get("diff_method") == "paired" for r in doses)
         out.append(
             f"{head}: {met} of {len(doses)} doses {'meets' if met == 1 else 'meet'} the "
             f"±{target:g} target for the rate's 95 % interval and {diff_met} for the "
-            f"difference's (widest ±{widest['diff_half_width']:.2f} at {widest['label']}; "
+            f"{'paired ' if paired else ''}difference's (widest "
+            f"±{widest['diff_half_width']:.2f} at {widest['label']}; "
             f"{per_dose} tickets per dose)."
         )
         kinds: dict[str, int] = {}

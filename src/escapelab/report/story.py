@@ -152,8 +152,9 @@ CAPTIONS: dict[str, str] = {
         "Failure rate of winning tickets (Wilson 95 % intervals) against the dose: the rest of "
         "the network scaled by alpha (left) or given noise of size sigma (right). The grey band "
         "is the noise floor's rate and interval (the dotted line marks no perturbation); filled "
-        "red points differ from the floor with a Newcombe 95 % interval above 0, and the dashed "
-        "red line marks each arm's threshold dose. One row per ticket kind and problem."
+        "red points differ from the floor with a paired Newcombe 95 % interval above 0, and "
+        "the dashed red line marks each arm's threshold dose. One row per ticket kind and "
+        "problem."
     ),
     "symmetry_counts.png": (
         "Ratio of saddle subspaces to global-minimum subspaces, the sum over r < r* of G(r, m) "
@@ -367,7 +368,8 @@ def method(name: str, spec: dict[str, Any]) -> list[str]:
             "neuron-level failure is a certified local minimum, saddle or flat channel; runs out "
             "of budget or diverged are counted apart. Per dose: the failure rate with its "
             "Wilson 95 % interval and its difference from the floor with Newcombe's hybrid "
-            f"score interval, each against a target half-width of {spec['target_half_width']:g}; "
+            "score interval, paired per ticket (every ticket runs under the floor and under "
+            f"every dose), each against a target half-width of {spec['target_half_width']:g}; "
             "an arm's threshold is its first dose whose difference lies above 0.",
         ]
     if name == "ticket-perturbation":

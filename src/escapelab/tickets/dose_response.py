@@ -8,12 +8,14 @@ tickets under no change of their initialization at all. Per dose:
 
 * the failure rate with its Wilson 95 % interval (Wilson 1927) and the interval's half-width,
   against a target half-width (``resolved``);
-* the difference from the floor with Newcombe's hybrid score interval (Newcombe 1998, method
-  10: the two Wilson intervals combined) and its half-width against the same target (about
-  sqrt(2) times the rates' when dose and floor have the same n). The interval treats the two
-  rates as independent samples. Where the same tickets make both (the neuron level), a paired
-  interval would be narrower in so far as a ticket's outcomes under the dose and under the
-  floor are positively correlated;
+* the difference from the floor with Newcombe's hybrid score interval and its half-width
+  against the same target. Every ticket is run both under the dose and under the floor, so
+  when the per-ticket outcomes are given (``Pairs``), the interval is the *paired* one
+  (Newcombe 1998b, method 10: the two Wilson intervals combined with the correlation of the
+  paired outcomes), over the tickets decided under both; it is narrower than the independent
+  one in so far as a ticket that fails under the floor also fails under the dose. Without
+  pairs it is the independent-samples interval (Newcombe 1998a, method 10), about sqrt(2)
+  times the rates' half-width when dose and floor have the same n;
 * ``above_floor``: the difference's interval lies entirely above 0.
 
 The doses fall into three *arms*, each ordered by its distance from "no perturbation": ``scale
@@ -49,6 +51,69 @@ def newcombe_interval(
     l2, u2 = wilson_interval(k2, n2, z)
     d = p1 - p2
     return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The paired 2x2 table of one dose against the floor over the tickets decided under both:
+    ``both`` failed under both, ``dose_only`` failed under the dose only, ``floor_only`` under
+    the floor only, ``neither`` under neither."""
+
+    both: int
+    dose_only: int
+    floor_only: int
+    neither: int
+
+    def __post_init__(self) -> None:
+        if min(self.both, self.dose_only, self.floor_only, self.neither) < 0:
+            raise ValueError(f"need non-negative cells; got {self}")
+
+    @property
+    def n(self) -> int:
+        return self.both + self.dose_only + self.floor_only + self.neither
+
+    @classmethod
+    def of(cls, dose: dict[Any, bool | None], floor: dict[Any, bool | None]) -> Pairs:
+        """The table from per-ticket outcomes (key: the ticket; True failed, False succeeded,
+        None undecided) under the dose and under the floor; a ticket undecided or missing on
+        either side is left out."""
+        cells = Counter(
+            (dose[k], floor[k])
+            for k in dose.keys() & floor.keys()
+            if dose[k] is not None and floor[k] is not None
+        )
+        return cls(cells[True, True], cells[True, False], cells[False, True], cells[False, False])
+
+
+def paired_newcombe_interval(pairs: Pairs, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The hybrid score interval of p_dose - p_floor from paired outcomes (Newcombe 1998b,
+    "Improved confidence intervals for the difference between binomial proportions based on
+    paired data", Statistics in Medicine 17, method 10).
+
+    With (l_i, u_i) the Wilson intervals of the two marginal rates and phi the correlation of
+    the table, continuity-corrected as in that method (ad - bc replaced by max(ad - bc - n/2, 0)
+    when positive; phi = 0 when a margin is empty): [d - sqrt(dl1^2 - 2 phi dl1 du2 + du2^2),
+    d + sqrt(du1^2 - 2 phi du1 dl2 + dl2^2)] with dl1 = p1 - l1, du2 = u2 - p2, du1 = u1 - p1,
+    dl2 = p2 - l2. (nan, nan) for an empty table.
+    """
+    n = pairs.n
+    if n <= 0:
+        return math.nan, math.nan
+    k1, k2 = pairs.both + pairs.dose_only, pairs.both + pairs.floor_only
+    p1, p2 = k1 / n, k2 / n
+    l1, u1 = wilson_interval(k1, n, z)
+    l2, u2 = wilson_interval(k2, n, z)
+    margins = k1 * (n - k1) * k2 * (n - k2)
+    cross = pairs.both * pairs.neither - pairs.dose_only * pairs.floor_only
+    if margins == 0:
+        phi = 0.0
+    else:
+        phi = (max(cross - n / 2, 0.0) if cross > 0 else cross) / math.sqrt(margins)
+    d = p1 - p2
+    dl1, du2, du1, dl2 = p1 - l1, u2 - p2, u1 - p1, p2 - l2
+    lo = d - math.sqrt(max(dl1 * dl1 - 2 * phi * dl1 * du2 + du2 * du2, 0.0))
+    hi = d + math.sqrt(max(du1 * du1 - 2 * phi * du1 * dl2 + dl2 * dl2, 0.0))
+    return lo, hi
 
 
 def dose_arm(kind: str, size: float) -> tuple[str, float] | None:
@@ -104,17 +169,52 @@ def rate_columns(t: Tally, target: float = TARGET_HALF_WIDTH) -> dict[str, Any]:
     }
 
 
+def _difference(t: Tally, floor: Tally, pairs: Pairs | None) -> dict[str, Any]:
+    """The difference of a dose from the floor and its interval: paired over ``pairs`` when
+    given, else from the two tallies as independent samples."""
+    if pairs is not None:
+        n = pairs.n
+        lo, hi = paired_newcombe_interval(pairs)
+        return {
+            "diff": (pairs.dose_only - pairs.floor_only) / n if n else math.nan,
+            "diff_low": lo,
+            "diff_high": hi,
+            "diff_method": "paired",
+            "n_pairs": n,
+            "broken_pairs": pairs.dose_only,
+            "mended_pairs": pairs.floor_only,
+        }
+    lo, hi = newcombe_interval(t.failures, t.n, floor.failures, floor.n)
+    return {
+        "diff": t.failures / t.n - floor.failures / floor.n if t.n and floor.n else math.nan,
+        "diff_low": lo,
+        "diff_high": hi,
+        "diff_method": "independent",
+        "n_pairs": None,
+        "broken_pairs": None,
+        "mended_pairs": None,
+    }
+
+
 def dose_rows(
-    doses: list[tuple[str, float, Tally]], floor: Tally, target: float = TARGET_HALF_WIDTH
+    doses: list[tuple[str, float, Tally]],
+    floor: Tally,
+    target: float = TARGET_HALF_WIDTH,
+    pairs: list[Pairs] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per dose (kind, size, tally), in the order given: the rate columns, its arm and
-    distance, and the difference from ``floor`` with Newcombe's interval, its half-width and
-    whether that meets ``target`` (``diff_resolved``)."""
+    distance, and the difference from ``floor`` with Newcombe's interval (paired over
+    ``pairs``, one table per dose, when given; ``diff_method`` says which), its half-width and
+    whether that meets ``target`` (``diff_resolved``). A paired row also counts its tickets
+    (``n_pairs``), those failing under the dose only (``broken_pairs``) and those failing under
+    the floor only (``mended_pairs``)."""
+    if pairs is not None and len(pairs) != len(doses):
+        raise ValueError(f"need one table of pairs per dose; got {len(pairs)} for {len(doses)}")
     rows = []
-    for kind, size, t in doses:
+    for i, (kind, size, t) in enumerate(doses):
         arm = dose_arm(kind, size)
-        lo, hi = newcombe_interval(t.failures, t.n, floor.failures, floor.n)
-        diff = t.failures / t.n - floor.failures / floor.n if t.n and floor.n else math.nan
+        difference = _difference(t, floor, None if pairs is None else pairs[i])
+        half = (difference["diff_high"] - difference["diff_low"]) / 2
         rows.append(
             {
                 "perturbation": kind,
@@ -122,12 +222,10 @@ def dose_rows(
                 "arm": arm[0] if arm else None,
                 "distance": arm[1] if arm else None,
                 **rate_columns(t, target),
-                "diff": diff,
-                "diff_low": lo,
-                "diff_high": hi,
-                "diff_half_width": (hi - lo) / 2,
-                "diff_resolved": bool((hi - lo) / 2 <= target),
-                "above_floor": bool(lo > 0),
+                **difference,
+                "diff_half_width": half,
+                "diff_resolved": bool(half <= target),
+                "above_floor": bool(difference["diff_low"] > 0),
             }
         )
     return rows
@@ -166,10 +264,12 @@ __all__ = [
     "ARMS",
     "TARGET_HALF_WIDTH",
     "THRESHOLD_COLUMNS",
+    "Pairs",
     "Tally",
     "dose_arm",
     "dose_rows",
     "newcombe_interval",
+    "paired_newcombe_interval",
     "rate_columns",
     "threshold_rows",
     "thresholds",
