@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchlib import git_info, machine_info
+from benchlib import timed_run
 from escapelab.presets import preset_spec
-from escapelab.report.provenance import read
-from escapelab.runner.sweep import run
 
 PHASES = ("first_order", "refine", "certify", "classify")
 
@@ -67,25 +63,13 @@ def main() -> None:
     parser.add_argument("--preset", default=None)
     args = parser.parse_args()
     spec = preset_spec(args.preset, "scaling") if args.preset else {}
-    load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    outcome = run("scaling", spec, store=args.store, workers=args.workers, progress=True)
-    wall = time.perf_counter() - start
+    outcome, timing = timed_run("scaling", spec, args.store, args.workers)
     spent = spending(outcome.summary, outcome.records, outcome.spec.search.seeds)
     members = spent["students"] + spent["subnetworks_trained"]
-    invocations = read(Path(outcome.store) / outcome.spec_hash)
-    run_wall = sum(float(e["wall_time"]) for e in invocations)
+    run_wall = timing["wall_seconds_all_invocations"]
     result = {
-        "machine": machine_info(),
-        **git_info(),
+        **timing,
         "preset": args.preset or "default",
-        "spec_hash": outcome.spec_hash,
-        "wall_seconds_this_invocation": wall,
-        "tasks_run": outcome.tasks_run,
-        "load_average_1min_before": load_before,
-        "load_average_1min_after": os.getloadavg()[0],
-        "wall_seconds_all_invocations": run_wall,
-        "invocations": invocations,
         "members_per_second": members / run_wall if run_wall else None,
         **spent,
     }

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,4 +75,36 @@ def machine_info() -> dict[str, Any]:
         "torch_num_interop_threads": torch.get_num_interop_threads(),
         "load_average_1min_at_start": load,
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+    }
+
+
+def timed_run(
+    name: str, spec: dict[str, Any], store: str | Path, workers: int
+) -> tuple[Any, dict[str, Any]]:
+    """Run experiment ``name`` with ``spec`` into ``store`` (resuming; a finished run is only
+    read again) and time it: (the run's outcome, the timing fields of a result file).
+
+    The timing covers this invocation (wall seconds, the 1-minute load average before and
+    after, since the CPU may be shared) and every invocation that ran tasks of the spec (the
+    store's provenance log), so a run resumed after an interruption, or run earlier with
+    ``escapelab run`` on the same store, is counted whole.
+    """
+    from escapelab.report.provenance import read
+    from escapelab.runner.sweep import run
+
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    outcome = run(name, spec, store=store, workers=workers, progress=True)
+    wall = time.perf_counter() - start
+    invocations = read(Path(outcome.store) / outcome.spec_hash)
+    return outcome, {
+        "machine": machine_info(),
+        **git_info(),
+        "spec_hash": outcome.spec_hash,
+        "wall_seconds_this_invocation": wall,
+        "tasks_run": outcome.tasks_run,
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": os.getloadavg()[0],
+        "wall_seconds_all_invocations": sum(float(e["wall_time"]) for e in invocations),
+        "invocations": invocations,
     }
