@@ -33,13 +33,15 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
 
 LossFn: TypeAlias = Callable[[Tensor, Tensor], Tensor]
 Pattern: TypeAlias = str | re.Pattern[str]
@@ -444,6 +446,7 @@ class HVPOperator:
 
     def as_linear_operator(self) -> LinearOperator:
         """This operator as a symmetric float64 ``scipy.sparse.linalg.LinearOperator``."""
+        from scipy.sparse.linalg import LinearOperator  # where used: see lanczos_eigs
 
         def apply(x: np.ndarray) -> np.ndarray:
             v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))
@@ -546,6 +549,10 @@ def lanczos_eigs(
         )
     if tol is None:
         tol = 0.0 if op.dtype == torch.float64 else math.sqrt(torch.finfo(op.dtype).eps)
+    # scipy is imported where it is used: at module level it adds about 60 MiB and a second or
+    # two to every process that imports escapelab
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
     v0 = np.random.default_rng(seed).standard_normal(op.n_params)
     try:
         values, vectors = eigsh(

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from escapelab.nets.mlp import Architecture, Layer
@@ -293,6 +291,11 @@ def _group_labels(
         cols.append(j.cpu().numpy())
     n = len(f)
     edges = np.ones(sum(len(r) for r in rows), dtype=bool)
+    # scipy is imported where it is used: at module level it adds about 60 MiB and a second or
+    # two to every process that imports escapelab
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((edges, (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 

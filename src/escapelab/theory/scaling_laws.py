@@ -33,8 +33,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from scipy.optimize import brentq, minimize_scalar
-
 from escapelab.theory.multistart import wilson_interval
 
 LAWS = ("lottery_subsets", "lottery_disjoint", "lottery_fitted", "escape", "free")
@@ -134,6 +132,10 @@ def _profile(
 ) -> tuple[float, float, float, float]:
     """Maximise a one-parameter log-likelihood on [lo, hi]; return the argmax, the maximum and
     the 95 % profile interval (clipped to [lo, hi])."""
+    # scipy is imported where it is used: at module level it adds about 60 MiB and a second or
+    # two to every process that imports escapelab
+    from scipy.optimize import brentq, minimize_scalar
+
     res = minimize_scalar(
         lambda x: -ll(x), bounds=(lo, hi), method="bounded", options={"xatol": 1e-10}
     )

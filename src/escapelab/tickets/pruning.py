@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from scipy.optimize import brentq
 from torch import Tensor
 
 from escapelab.tickets.masks import MaskSet, Target, prunable_tensors
@@ -205,6 +204,10 @@ def _pyramidal_ratio(sizes: Sequence[int], density: float) -> float:
     """The r in (0, 1] with sum_l m_l r^l = density * sum_l m_l, l from 1."""
     if density == 1:
         return 1.0
+    # scipy is imported where it is used: at module level it adds about 60 MiB and a second or
+    # two to every process that imports escapelab
+    from scipy.optimize import brentq
+
     total = sum(sizes)
 
     def excess(r: float) -> float:
