@@ -192,6 +192,16 @@ def test_findings_and_verdict_read_the_rows() -> None:
     assert dose_tickets_fail(rows, {}).status == "supports"
     flat = _rows(diffs_above=False)
     assert "no dose departs from it" in findings("ticket-dose", flat, {})[0]
+    # a dose whose difference lies below 0 (0 of 100 against 10 of 100) is named as lowering it
+    lowered = [
+        {**r, "diff": -0.10, "diff_low": -0.17, "diff_high": -0.05}
+        if r["label"] == "noise 1"
+        else r
+        for r in flat
+    ]
+    assert findings("ticket-dose", lowered, {})[0].endswith(
+        "; 1 dose lowers it (noise 1; most at noise 1, -0.10 [-0.17, -0.05])."
+    )
     # the largest upper end (+0.09) is above the 0.05 target: not enough to contradict
     assert dose_tickets_fail(flat, {}).status == "inconclusive"
     assert dose_tickets_fail(flat, {"target_half_width": 0.10}).status == "contradicts"

@@ -417,6 +417,14 @@ def ticket_dose(rows: Rows, spec: dict[str, Any]) -> list[str]:
                 f"; no dose departs from it (largest difference {top['diff']:+.2f} "
                 f"[{top['diff_low']:+.2f}, {top['diff_high']:+.2f}] at {top['label']})"
             )
+        below = [r for r in doses if r["diff_high"] < 0]
+        if below:  # a dose can also lower failure: say where, with the lowest
+            low = min(below, key=lambda r: r["diff"])
+            text += (
+                f"; {len(below)} {'dose lowers' if len(below) == 1 else 'doses lower'} it "
+                f"({', '.join(r['label'] for r in below)}; most at {low['label']}, "
+                f"{low['diff']:+.2f} [{low['diff_low']:+.2f}, {low['diff_high']:+.2f}])"
+            )
         out.append(text + ".")
         met = sum(r["resolved"] for r in doses)
         diff_met = sum(r["diff_resolved"] for r in doses)
