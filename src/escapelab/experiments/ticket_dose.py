@@ -103,6 +103,7 @@ def _ticket(record: dict[str, Any]) -> tuple[Any, int]:
 
 
 def _failed(outcome: str | None, failure_kinds: tuple[str, ...]) -> bool | None:
+    """Whether a ticket's outcome is a failure; None when it is undecided."""
     return None if outcome is None else outcome in failure_kinds
 
 
