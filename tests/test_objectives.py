@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,9 @@ SHAPES = [
     (3, (4,), 1, True, False),
     (3, (4,), 2, False, True),
     (2, (5,), 1, False, False),
+    # the fused kernel's register blocks: 4 x 4 and 2 x 4 blocks with every kind of remainder
+    (9, (7,), 1, True, False),
+    (8, (8,), 2, True, True),
     (3, (4, 3), 1, True, True),
     (2, (3, 4), 2, False, False),
     (3, (3, 2, 4), 2, True, False),
@@ -139,6 +143,46 @@ def test_numba_kernel_propagates_nan_and_inf() -> None:
     loss, grad = DataObjective(arch, x, y, kernel="numba").loss_and_grad(theta)
     assert torch.isfinite(loss[0]) and torch.isfinite(grad[0]).all()
     assert not torch.isfinite(loss[1]) and not torch.isfinite(loss[2])
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_kernel_exponential_is_within_1_5_ulp_over_its_whole_range(dtype: type) -> None:
+    from numba import njit
+
+    from escapelab.problems.shallow_numba import _exp
+
+    @njit
+    def apply(x, out):  # type: ignore[no-untyped-def]
+        for i in range(x.size):
+            out[i] = _exp(x[i])
+
+    # the range it clamps to: no underflow below, no overflow above
+    low, top = (-87.0, 88.0) if dtype == np.float32 else (-708.0, 709.0)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-1, 1, 100_000), rng.uniform(low, top, 100_000)])
+    x = np.append(x, [0.0, low, top]).astype(dtype)
+    out = np.empty_like(x)
+    apply(x, out)
+    exact = np.exp(x.astype(np.longdouble))
+    ulps = np.abs(out.astype(np.longdouble) - exact) / np.spacing(exact.astype(dtype))
+    assert ulps.max() < 1.5
+    assert out[-3] == 1.0
+
+
+def test_torch_serial_holds_torch_at_one_thread_and_the_kernel_at_the_callers_count() -> None:
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with shallow_kernel.torch_serial():
+            assert torch.get_num_threads() == 1
+            assert shallow_kernel._pinned_threads == 2
+            with shallow_kernel.torch_serial():  # nested: the outer count stays
+                assert shallow_kernel._pinned_threads == 2
+            assert torch.get_num_threads() == 1 and shallow_kernel._pinned_threads == 2
+        assert torch.get_num_threads() == 2 and shallow_kernel._pinned_threads is None
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_kernel_choice_is_validated_and_missing_numba_falls_back_with_one_notice(

@@ -254,31 +254,32 @@ def _run(
     active_free = None if free is None else free.to(theta.device, theta.dtype)
     stepper = make_stepper(cfg.optimizer, cfg.lr, cfg.betas, cfg.eps)
     bar = tqdm(total=cfg.steps + cfg.refine_steps, disable=not progress, desc="train", leave=False)
-    for step in range(cfg.steps + 1):
-        loss, grad = objective.loss_and_grad(theta)
-        if active_free is not None:
-            grad = grad * active_free
-        if step % cfg.record_every == 0:
-            ledger.record(step, theta, loss)
-        if hooks:
-            state = StepState(step, theta, ledger.active, loss)
-            for hook in hooks:
-                hook(state)
-        ledger.steps[ledger.active.cpu()] = step
-        keep = ledger.settle(theta, loss, grad, cfg, certifying)
-        if cfg.handoff_grad > 0 and cfg.refine_steps > 0:
-            near = grad[keep].norm(dim=1) <= cfg.handoff_grad
-            if near.any():
-                keep = keep[ledger.park(near.nonzero().squeeze(1))]
-        if len(keep) < theta.shape[0]:
-            theta, grad = theta[keep], grad[keep]
-            stepper.keep(keep)
+    with objective.step_loop(theta):
+        for step in range(cfg.steps + 1):
+            loss, grad = objective.loss_and_grad(theta)
             if active_free is not None:
-                active_free = active_free[keep]
-        if step == cfg.steps or len(keep) == 0:
-            break
-        stepper.step(theta, grad)
-        bar.update()
+                grad = grad * active_free
+            if step % cfg.record_every == 0:
+                ledger.record(step, theta, loss)
+            if hooks:
+                state = StepState(step, theta, ledger.active, loss)
+                for hook in hooks:
+                    hook(state)
+            ledger.steps[ledger.active.cpu()] = step
+            keep = ledger.settle(theta, loss, grad, cfg, certifying)
+            if cfg.handoff_grad > 0 and cfg.refine_steps > 0:
+                near = grad[keep].norm(dim=1) <= cfg.handoff_grad
+                if near.any():
+                    keep = keep[ledger.park(near.nonzero().squeeze(1))]
+            if len(keep) < theta.shape[0]:
+                theta, grad = theta[keep], grad[keep]
+                stepper.keep(keep)
+                if active_free is not None:
+                    active_free = active_free[keep]
+            if step == cfg.steps or len(keep) == 0:
+                break
+            stepper.step(theta, grad)
+            bar.update()
     first_order_s = time.perf_counter() - start
     if len(ledger.parked):
         ledger.unpark()

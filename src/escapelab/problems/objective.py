@@ -22,6 +22,7 @@ so that memory stays bounded.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor
@@ -79,6 +80,11 @@ class Objective(ABC):
 
     def default_hessian_chunk(self, theta: Tensor) -> int:
         return max(1, theta.shape[0])
+
+    def step_loop(self, theta: Tensor) -> AbstractContextManager[None]:
+        """A context for a loop that alternates :meth:`loss_and_grad` on theta-shaped
+        parameters with small torch ops (a first-order trainer); nothing by default."""
+        return nullcontext()
 
 
 class DataObjective(Objective):
@@ -191,6 +197,13 @@ class DataObjective(Objective):
             return True
         shallow_kernel.notice_fallback()
         return False
+
+    def step_loop(self, theta: Tensor) -> AbstractContextManager[None]:
+        """On the fused kernel, torch's own ops run on one thread meanwhile (the kernel keeps
+        the threads; see :func:`~escapelab.problems.shallow_kernel.torch_serial`)."""
+        if self.uses_fused_kernel(theta):
+            return shallow_kernel.torch_serial()
+        return nullcontext()
 
     def _evaluate(self, theta: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
         if self.uses_fused_kernel(theta):
