@@ -14,16 +14,20 @@ run in parallel by Numba's thread pool; the slices' partial sums are added at th
 
 The innermost loops run over the samples of a block (inputs are stored transposed, (d, N)), so
 LLVM vectorises them; the two products with W work on register blocks (four hidden units by
-four inputs forward, two by four for dL/dW), so each load of a block row feeds several FMAs. Numba has no vectorised ``exp`` without Intel's SVML, so the exponential
-used by tanh, sigmoid, softplus and erf's slope is written here (range reduction
-x = k ln 2 + r, |r| <= ln 2 / 2, a Taylor polynomial in r and the power 2^k assembled from its
-exponent bits; Cody & Waite, "Software Manual for the Elementary Functions", 1980, ch. 6), to
-about one unit in the last place in float32 and float64 (measured: at most 1.2 ulp over the
-whole range). The polynomial is evaluated by Estrin's scheme (Knuth, TAOCP vol. 2, 4.6.4) but
-for its last two Horner steps: a shorter chain of dependent FMAs, whose latency limited the
-float64 tanh, with the roundings that count still scaled down by r. tanh is 1 - 2 / (exp(2z) + 1), as
-accurate in absolute terms as torch's own fused path (within a few ulps of 1). erf and log1p
-call the C library per element.
+four inputs forward, two by four for dL/dW), so each load of a block row feeds several FMAs.
+Indices are unsigned: Numba's wraparound test on signed indices stops vectorisation, and the
+alternative, slicing 1-d views, changes shared reference counts atomically on every slice.
+
+Numba has no vectorised ``exp`` without Intel's SVML, so the exponential used by tanh, sigmoid,
+softplus and erf's slope is written here (range reduction x = k ln 2 + r, |r| <= ln 2 / 2, a
+Taylor polynomial in r and the power 2^k assembled from its exponent bits; Cody & Waite,
+"Software Manual for the Elementary Functions", 1980, ch. 6), to about one unit in the last
+place in float32 and float64 (measured: at most 1.2 ulp over the whole range). The polynomial
+is evaluated by Estrin's scheme (Knuth, TAOCP vol. 2, sec. 4.6.4) except for its last two
+Horner steps: a shorter chain of dependent FMAs (whose latency limited the float64 tanh), with
+the roundings that matter still scaled down by r. tanh is 1 - 2 / (exp(2z) + 1), as accurate in
+absolute terms as torch's own fused path (within a few ulps of 1). erf and log1p call the C
+library per element.
 
 Numba is a dependency of escapelab (binary wheels, no compiler needed), but where it cannot be
 imported (a platform without wheels) :func:`available` says so and callers fall back to the
