@@ -181,6 +181,15 @@ def test_torch_serial_holds_torch_at_one_thread_and_the_kernel_at_the_callers_co
                 assert shallow_kernel._pinned_threads == 2
             assert torch.get_num_threads() == 1 and shallow_kernel._pinned_threads == 2
         assert torch.get_num_threads() == 2 and shallow_kernel._pinned_threads is None
+        # two holds (trainers in two threads) leaving in the order they entered: the count is
+        # restored when the last one leaves, not by the first
+        first, second = shallow_kernel.torch_serial(), shallow_kernel.torch_serial()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1 and shallow_kernel._pinned_threads == 2
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2 and shallow_kernel._pinned_threads is None
     finally:
         torch.set_num_threads(previous)
 

@@ -64,8 +64,11 @@ BLOCK = 256  # samples per block: (3 width + out + d) * BLOCK values of scratch,
 _notice_given = False
 # Numba's "workqueue" pool is not re-entrant: calls from several Python threads take turns
 _kernel_lock = threading.Lock()
-# the kernel's thread count while :func:`torch_serial` holds torch at one thread (None: torch's)
+# the kernel's thread count while :func:`torch_serial` holds torch at one thread (None: torch's),
+# and how many holds are open
 _pinned_threads: int | None = None
+_serial_depth = 0
+_serial_lock = threading.Lock()
 
 
 @functools.cache
@@ -104,19 +107,27 @@ def torch_serial() -> Iterator[None]:
     For loops that alternate kernel calls with small torch ops (a trainer's optimizer and
     bookkeeping on (E, P) tensors). torch's OpenMP workers keep spinning for milliseconds after
     each parallel op (GNU OpenMP's default spin count), on the cores the kernel's threads need
-    next: with two threads that cost the kernel about 30 % (20.4 against 15.2 ms per
+    next: with two threads that cost the kernel about 30 % (21.3 against 15.2 ms per
     evaluation at E = 256, float32, once ``OMP_WAIT_POLICY=PASSIVE`` stopped the spinning). On
     one thread torch starts no workers, and its ops on (E, P) tensors stay cheap.
+
+    Nested or concurrent uses (trainers in several Python threads) share one hold: the first
+    to enter saves torch's thread count, the last to leave restores it.
     """
-    global _pinned_threads
-    saved_pin, saved_threads = _pinned_threads, torch.get_num_threads()
-    _pinned_threads = saved_pin or saved_threads
-    torch.set_num_threads(1)
+    global _pinned_threads, _serial_depth
+    with _serial_lock:
+        if _serial_depth == 0:
+            _pinned_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _serial_depth += 1
     try:
         yield
     finally:
-        torch.set_num_threads(saved_threads)
-        _pinned_threads = saved_pin
+        with _serial_lock:
+            _serial_depth -= 1
+            if _serial_depth == 0:
+                torch.set_num_threads(_pinned_threads or 1)
+                _pinned_threads = None
 
 
 def _offsets(arch: Architecture) -> tuple[int, int, int]:
