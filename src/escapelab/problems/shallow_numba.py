@@ -110,7 +110,7 @@ def _exp_impl(x):  # type: ignore[no-untyped-def]
 # (Python's wraparound), which keeps LLVM from vectorising, so the earlier version sliced 1-d
 # views instead; but each view costs its construction and an atomic increment and decrement of
 # the shared array's reference count, hundreds of times per block. Unsigned indices need
-# neither (with the register blocks below: 26.4 -> 20.1 ms per float32 evaluation at E = 256
+# neither (with the register blocks below: 27.1 -> 20.1 ms per float32 evaluation at E = 256
 # on one thread).
 U = np.uint64
 
