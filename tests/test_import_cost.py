@@ -1,5 +1,5 @@
 """What importing escapelab costs: the package, its CLI and its runner load none of the heavy
-optional libraries (scipy about 60 MiB, numba about 55 MiB, matplotlib), which are imported
+optional libraries (scipy about 60 MiB, matplotlib), which are imported
 where they are used, so every worker process and every CLI call starts without them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import escapelab
 
-HEAVY = ("scipy", "numba", "matplotlib")
+HEAVY = ("scipy", "matplotlib")
 SCRIPT = """
 import json, sys
 import escapelab, escapelab.cli, escapelab.runner.sweep, escapelab.experiments

@@ -5,9 +5,9 @@ An :class:`Objective` maps parameters theta (E, P) to per-member losses (E,). Th
 
 * :class:`DataObjective` — half mean squared error on a finite sample shared by all members. Its
   gradient is a hand-written backward pass (no autograd graph). One-hidden-layer networks on the
-  CPU use the fused Numba kernel of :mod:`escapelab.problems.shallow_kernel` (forward, residual
+  CPU use the fused C kernel of :mod:`escapelab.problems.shallow_kernel` (forward, residual
   and backward in one pass over cache-sized sample blocks, parallel over members and blocks);
-  everything else (deeper nets, GPUs, machines without Numba) the torch path, organised around
+  everything else (deeper nets, GPUs, machines without a C compiler) the torch path, organised around
   one GEMM over the shared inputs for the first layer of all members, the activation and its
   slope computed together, and samples processed in cache-sized chunks. Both are checked against
   autograd in the tests.
@@ -31,7 +31,7 @@ from escapelab.nets.mlp import Architecture, Layer
 from escapelab.problems import shallow_kernel
 from escapelab.problems.shallow_hessian import shallow_hessian
 
-KERNELS = ("auto", "numba", "torch")
+KERNELS = ("auto", "fused", "torch")
 
 
 class Objective(ABC):
@@ -90,11 +90,11 @@ class Objective(ABC):
 class DataObjective(Objective):
     """L_e = 1/(2N) sum_n |f_e(x_n) - y_n|^2 on inputs x (N, d_in) and targets y (N, d_out).
 
-    ``kernel`` chooses how loss and gradient are computed: ``"numba"`` the fused kernel of
-    :mod:`escapelab.problems.shallow_kernel` (one hidden layer, CPU, float32/float64),
-    ``"torch"`` the chunked torch path (``chunk_size`` samples at a time), ``"auto"`` the fused
-    kernel where it applies and Numba is installed (otherwise the torch path, with a one-line
-    notice once per process when only Numba is missing).
+    ``kernel`` chooses how loss and gradient are computed: ``"fused"`` the fused C kernel of
+    :mod:`escapelab.problems.shallow_kernel` (one hidden layer, CPU, float32/float64; compiled
+    on first use), ``"torch"`` the chunked torch path (``chunk_size`` samples at a time),
+    ``"auto"`` the fused kernel where it applies and can be compiled (otherwise the torch path,
+    with a one-line notice once per process when only the compiler is missing).
     """
 
     def __init__(
@@ -107,8 +107,11 @@ class DataObjective(Objective):
     ):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-        if kernel == "numba" and not shallow_kernel.available():
-            raise ValueError("kernel='numba' needs numba (pip install numba)")
+        if kernel == "fused" and not shallow_kernel.available(x.dtype):
+            raise ValueError(
+                "kernel='fused' is unavailable here "
+                f"({shallow_kernel._unavailable_reason(x.dtype)}); use 'auto' or 'torch'"
+            )
         if x.ndim != 2 or x.shape[1] != arch.d_in:
             raise ValueError(f"x must have shape (N, {arch.d_in}), got {tuple(x.shape)}")
         if y.ndim == 1:
@@ -188,14 +191,14 @@ class DataObjective(Objective):
         return loss, grad
 
     def uses_fused_kernel(self, theta: Tensor) -> bool:
-        """Whether :meth:`loss_and_grad` on ``theta`` runs the fused Numba kernel."""
+        """Whether :meth:`loss_and_grad` on ``theta`` runs the fused C kernel."""
         if self.kernel == "torch" or not shallow_kernel.supports(self.arch, theta):
             return False
         if theta.dtype != self.x.dtype:
             return False
-        if shallow_kernel.available():
+        if shallow_kernel.available(theta.dtype):
             return True
-        shallow_kernel.notice_fallback()
+        shallow_kernel.notice_fallback(theta.dtype)
         return False
 
     def step_loop(self, theta: Tensor) -> AbstractContextManager[None]:

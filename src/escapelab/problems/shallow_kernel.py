@@ -1,4 +1,4 @@
-"""A fused loss-and-gradient kernel for one-hidden-layer ensembles on CPUs (Numba).
+"""A fused loss-and-gradient kernel for one-hidden-layer ensembles on CPUs (C, compiled on use).
 
 For every member e and every sample n of a shared data set (half mean squared error)
 
@@ -9,38 +9,26 @@ For every member e and every sample n of a shared data set (half mean squared er
 computed in one pass over cache-sized blocks of samples: forward, residual and backward of a
 block stay in a few kilobytes of scratch, so nothing of size (N, E * width) is ever written to
 memory (the torch path of :class:`~escapelab.problems.objective.DataObjective` streams three
-such blocks through memory per step). The work is split into tasks (member, slice of samples),
-run in parallel by Numba's thread pool; the slices' partial sums are added at the end.
+such blocks through memory per step). The work is split into tasks (member, slice of samples)
+that POSIX threads take from a shared counter; the slices' partial sums are added at the end.
 
-The innermost loops run over the samples of a block (inputs are stored transposed, (d, N)), so
-LLVM vectorises them; the two products with W work on register blocks (four hidden units by
-four inputs forward, two by four for dL/dW), so each load of a block row feeds several FMAs.
-Indices are unsigned: Numba's wraparound test on signed indices stops vectorisation, and the
-alternative, slicing 1-d views, changes shared reference counts atomically on every slice.
+The code is C (``shallow_fused.c``, compiled on first use by
+:mod:`escapelab.problems.shallow_build`) written with the compilers' generic vector types: the
+inputs are repacked into strips of two vectors of samples; the forward pass keeps a block of
+four hidden units by one strip in registers while it runs over the inputs, and dL/dW is summed
+in register blocks of two hidden units by four inputs, its sums kept as vectors until a task
+ends. tanh, sigmoid and erf's slope use a vectorised exponential (range reduction, a Taylor
+polynomial by Estrin's scheme, 2^k from the exponent bits; Cody & Waite, "Software Manual for
+the Elementary Functions", 1980), within 1.2 units in the last place over its whole range in
+both precisions; tanh is 1 - 2 / (exp(2z) + 1), as accurate in absolute terms as torch's own
+(within a few ulps of 1). erf and log1p call the C library per element.
 
-Numba has no vectorised ``exp`` without Intel's SVML, so the exponential used by tanh, sigmoid,
-softplus and erf's slope is written here (range reduction x = k ln 2 + r, |r| <= ln 2 / 2, a
-Taylor polynomial in r and the power 2^k assembled from its exponent bits; Cody & Waite,
-"Software Manual for the Elementary Functions", 1980, ch. 6), to about one unit in the last
-place in float32 and float64 (measured: at most 1.2 ulp over the whole range). The polynomial
-is evaluated by Estrin's scheme (Knuth, TAOCP vol. 2, sec. 4.6.4) except for its last two
-Horner steps: a shorter chain of dependent FMAs (whose latency limited the float64 tanh), with
-the roundings that matter still scaled down by r. tanh is 1 - 2 / (exp(2z) + 1), as accurate in
-absolute terms as torch's own fused path (within a few ulps of 1). erf and log1p call the C
-library per element.
-
-Numba is a dependency of escapelab (binary wheels, no compiler needed), but where it cannot be
-imported (a platform without wheels) :func:`available` says so and callers fall back to the
-torch path, with a one-line notice (:func:`notice_fallback`). The Numba code itself lives in
-:mod:`escapelab.problems.shallow_numba`, imported on first use (compiled once, then cached on
-disk by Numba).
+Without a C compiler (or when the compile fails) :func:`available` says so and callers fall back
+to the torch path, with a one-line notice (:func:`notice_fallback`) that gives the reason.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -50,6 +38,7 @@ import torch
 from torch import Tensor
 
 from escapelab.nets.mlp import Architecture
+from escapelab.problems import shallow_build
 
 ACTIVATION_CODES: dict[str, int] = {
     "linear": 0,
@@ -60,10 +49,9 @@ ACTIVATION_CODES: dict[str, int] = {
     "erf": 5,
 }
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
-BLOCK = 256  # samples per block: (3 width + out + d) * BLOCK values of scratch, in L1/L2
+BLOCK = 256  # samples per block: (3 width + out) * BLOCK values of scratch, in L1/L2
+_PRECISION = {torch.float32: "f32", torch.float64: "f64"}
 _notice_given = False
-# Numba's "workqueue" pool is not re-entrant: calls from several Python threads take turns
-_kernel_lock = threading.Lock()
 # the kernel's thread count while :func:`torch_serial` holds torch at one thread (None: torch's),
 # and how many holds are open
 _pinned_threads: int | None = None
@@ -71,10 +59,20 @@ _serial_depth = 0
 _serial_lock = threading.Lock()
 
 
-@functools.cache
-def available() -> bool:
-    """Whether the Numba kernel can run here (Numba installed; it is imported on first use)."""
-    return importlib.util.find_spec("numba") is not None
+def available(dtype: torch.dtype = torch.float64) -> bool:
+    """Whether the kernel for ``dtype`` runs here (compiles it on the first call, about half
+    a second; the answer is remembered)."""
+    return _unavailable_reason(dtype) is None
+
+
+def _unavailable_reason(dtype: torch.dtype) -> str | None:
+    if dtype not in _PRECISION:
+        return f"no fused kernel for {dtype}"
+    try:
+        shallow_build.kernel(_PRECISION[dtype])
+    except shallow_build.KernelUnavailable as error:
+        return str(error)
+    return None
 
 
 def supports(arch: Architecture, theta: Tensor) -> bool:
@@ -87,14 +85,14 @@ def supports(arch: Architecture, theta: Tensor) -> bool:
     )
 
 
-def notice_fallback() -> None:
-    """Say once per process, in one line, that the fused kernel is missing (no Numba)."""
+def notice_fallback(dtype: torch.dtype = torch.float64) -> None:
+    """Say once per process, in one line, that the fused kernel is missing, and why."""
     global _notice_given
     if not _notice_given:
         _notice_given = True
         warnings.warn(
-            "escapelab: numba is not installed, so one-hidden-layer training uses the slower "
-            "torch path (pip install numba for the fused kernel)",
+            f"escapelab: the fused kernel is unavailable ({_unavailable_reason(dtype)}), so "
+            "one-hidden-layer training uses the slower torch path",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -152,43 +150,37 @@ def loss_and_grad(
 
     ``x_t`` (d, N) and ``y_t`` (d_out, N) are the data transposed and contiguous, in theta's
     dtype. Uses as many threads as torch (``torch.get_num_threads()``, or the count it had when
-    :func:`torch_serial` set it to one).
+    :func:`torch_serial` set it to one). Raises :class:`~escapelab.problems.shallow_build.
+    KernelUnavailable` where :func:`available` is false.
     """
-    if not available():
-        raise RuntimeError("the fused kernel needs numba (pip install numba)")
-    import numba
-
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        # Numba's OpenMP layer (its default here) brings a second OpenMP runtime whose idle
-        # threads kept a core busy after every kernel call and slowed the torch ops that
-        # follow in the same process ~10x on 2 cores (measured: 5 torch-path evaluations took
-        # 5.2 s of CPU after one kernel call, 0.27 s with "workqueue"); the plain pthread pool
-        # has no such threads. Takes effect if no parallel Numba code ran in this process yet.
-        numba.config.THREADING_LAYER = "workqueue"
-    from escapelab.problems.shallow_numba import kernel
-
+    library = shallow_build.kernel(_PRECISION[theta.dtype])
     theta = theta.detach().contiguous()
     n_members, n = theta.shape[0], x_t.shape[1]
-    threads = _pinned_threads or torch.get_num_threads()
-    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    threads = max(1, _pinned_threads or torch.get_num_threads())
     splits = _splits(n_members, n, threads)
     loss = torch.empty(n_members * splits, dtype=theta.dtype)
-    grad = torch.zeros(n_members * splits, theta.shape[1] if with_grad else 1, dtype=theta.dtype)
-    with _kernel_lock:
-        numba.set_num_threads(threads)
-        kernel(
-            theta.numpy(),
-            x_t.numpy(),
-            y_t.numpy(),
-            arch.widths[0],
-            *_offsets(arch),
-            ACTIVATION_CODES[arch.activation],
-            with_grad,
-            splits,
-            BLOCK,
-            loss.numpy(),
-            grad.numpy(),
-        )
+    grad = torch.empty(n_members * splits, theta.shape[1] if with_grad else 1, dtype=theta.dtype)
+    status = library.fused(
+        theta.data_ptr(),
+        n_members,
+        theta.shape[1],
+        x_t.data_ptr(),
+        y_t.data_ptr(),
+        x_t.shape[0],
+        n,
+        y_t.shape[0],
+        arch.widths[0],
+        *_offsets(arch),
+        ACTIVATION_CODES[arch.activation],
+        with_grad,
+        splits,
+        BLOCK,
+        loss.data_ptr(),
+        grad.data_ptr(),
+        threads,
+    )
+    if status != 0:
+        raise MemoryError("the fused kernel could not allocate its scratch memory")
     loss = loss.view(n_members, splits).sum(1) / n
     if not with_grad:
         return loss, None
