@@ -218,3 +218,241 @@ def test_kernel_choice_is_validated_and_a_missing_compiler_falls_back_with_one_n
     ref_loss, ref_grad = _reference(obj, theta)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-13)
+
+
+def test_fused_grad_is_independent_of_chunking_and_workspace_reuse() -> None:
+    arch = Architecture(3, (6,), 1, "tanh", bias=True)
+    x, y = _data(arch, 101, seed=8)
+    theta = arch.init(4, seed=1, scheme="normal")
+    results = [
+        DataObjective(arch, x, y, chunk_size=c, kernel="torch").loss_and_grad(theta)
+        for c in (1, 7, 101)
+    ]
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad, results[0][1], rtol=1e-10, atol=1e-14)
+    # one objective, different ensemble sizes in turn: the cached workspace must not leak
+    obj = DataObjective(arch, x, y, chunk_size=16, kernel="torch")
+    l4, g4 = obj.loss_and_grad(theta)
+    l1, g1 = obj.loss_and_grad(theta[2:3].clone())
+    l4b, g4b = obj.loss_and_grad(theta)
+    torch.testing.assert_close(l1[0], l4[2], rtol=1e-13, atol=0)
+    torch.testing.assert_close(g1[0], g4[2], rtol=1e-12, atol=1e-15)
+    assert torch.equal(l4, l4b) and torch.equal(g4, g4b)
+
+
+def test_data_loss_hand_computed() -> None:
+    # f(x) = 2x (linear activation, one unit, weight 1, output weight 2): L = sum (2x - y)^2 / 2N
+    arch = Architecture(1, (1,), 1, "linear", bias=False)
+    x = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    obj = DataObjective(arch, x, y)
+    theta = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    loss, grad = obj.loss_and_grad(theta)
+    # residuals 1, 3, -3: loss = (1 + 9 + 9) / 6; dL/dw = a * mean(r x) = 2 * (1 + 6 + 3) / 3
+    assert loss.item() == pytest.approx(19.0 / 6.0, rel=1e-15)
+    assert grad[0, 0].item() == pytest.approx(20.0 / 3.0, rel=1e-15)
+    assert grad[0, 1].item() == pytest.approx(10.0 / 3.0, rel=1e-15)  # w * mean(r x)
+
+
+def test_data_objective_rejects_bad_shapes() -> None:
+    arch = Architecture(3, (2,), 2, "tanh")
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 3\)"):
+        DataObjective(arch, torch.zeros(5, 2), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match=r"y must have shape \(5, 2\)"):
+        DataObjective(arch, torch.zeros(5, 3), torch.zeros(5, 1))
+
+
+def _fd_hessian(obj: Objective, theta: torch.Tensor, h: float) -> torch.Tensor:
+    """Central differences of the gradient, all members and directions in one batch."""
+    n_members, p = theta.shape
+    eye = torch.eye(p, dtype=theta.dtype)
+    plus = (theta.unsqueeze(1) + h * eye).reshape(-1, p)
+    minus = (theta.unsqueeze(1) - h * eye).reshape(-1, p)
+    g_plus = obj.loss_and_grad(plus)[1].reshape(n_members, p, p)
+    g_minus = obj.loss_and_grad(minus)[1].reshape(n_members, p, p)
+    fd = (g_plus - g_minus) / (2.0 * h)  # fd[e, j, :] = column j of the Hessian
+    return 0.5 * (fd + fd.transpose(1, 2))
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        Architecture(3, (4,), 1, "tanh", bias=True, output_bias=True),
+        Architecture(2, (3, 2), 2, "softplus", bias=True, output_bias=False),
+    ],
+    ids=str,
+)
+def test_data_hessian_matches_finite_differences(arch: Architecture) -> None:
+    x, y = _data(arch, 60, seed=4)
+    obj = DataObjective(arch, x, y)
+    theta = arch.init(2, seed=9, scheme="normal", scale=0.7)
+    hess = obj.hessian(theta)
+    assert hess.shape == (2, arch.n_params, arch.n_params)
+    assert torch.equal(hess, hess.transpose(1, 2))
+    fd = _fd_hessian(obj, theta, h=1e-5)
+    for e in range(2):
+        assert _rel_err(fd[e], hess[e]) < 1e-6
+    # member chunking changes nothing
+    torch.testing.assert_close(obj.hessian(theta, member_chunk=1), hess, rtol=1e-12, atol=1e-14)
+
+
+def test_population_hessian_matches_finite_differences() -> None:
+    teacher = make_teacher(4, 3, incoming="gaussian", outgoing="gaussian", seed=2)
+    student = Architecture(4, (3,), 1, "erf", bias=False)
+    obj = student_objective(teacher, student, None)
+    assert isinstance(obj, PopulationObjective)
+    theta = student.init(3, seed=6, scheme="normal", scale=0.8)
+    hess = obj.hessian(theta)
+    fd = _fd_hessian(obj, theta, h=1e-5)
+    for e in range(3):
+        assert _rel_err(fd[e], hess[e]) < 1e-6
+    # and the population gradient agrees with finite differences of the loss
+    _, grad = obj.loss_and_grad(theta)
+    h = 1e-6
+    eye = torch.eye(student.n_params, dtype=torch.float64)
+    for e in range(3):
+        lp = obj.loss(theta[e] + h * eye)
+        lm = obj.loss(theta[e] - h * eye)
+        assert _rel_err((lp - lm) / (2 * h), grad[e]) < 1e-7
+
+
+def test_erf_kernel_closed_form_values() -> None:
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    k = erf_kernel(w, w)
+    # orthogonal units: E[erf erf] = 0; equal unit w: (2/pi) asin(|w|^2 / (1 + |w|^2))
+    assert k[0, 1].item() == 0.0
+    assert k[0, 0].item() == pytest.approx((2 / math.pi) * math.asin(0.5), rel=1e-15)
+    assert k[1, 1].item() == pytest.approx((2 / math.pi) * math.asin(0.8), rel=1e-15)
+
+
+def _monte_carlo(
+    student: Architecture,
+    theta: torch.Tensor,
+    teacher_fn: Callable[[torch.Tensor], torch.Tensor],
+    d: int,
+    n: int = 1_000_000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample mean of 1/2 |f(x) - f*(x)|^2 over n Gaussian inputs, and its standard error."""
+    chunk = 250_000
+    gen = torch.Generator().manual_seed(123)
+    total = torch.zeros(theta.shape[0], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for _ in range(n // chunk):
+        x = torch.randn(chunk, d, generator=gen, dtype=torch.float64)
+        per_sample = 0.5 * (student.forward(theta, x) - teacher_fn(x)).square().sum(-1)  # (E, n)
+        total += per_sample.sum(1)
+        total_sq += per_sample.square().sum(1)
+    mean = total / n
+    var = (total_sq / n - mean.square()) * n / (n - 1)
+    return mean, (var / n).sqrt()
+
+
+def test_population_loss_matches_monte_carlo() -> None:
+    teacher = make_teacher(5, 3, incoming="gaussian", outgoing="signs", seed=1, scale=1.5)
+    student = Architecture(5, (4,), 1, "erf", bias=False)
+    obj = student_objective(teacher, student, None)
+    theta = student.init(2, seed=3, scheme="normal", scale=0.9)
+    exact = obj.loss(theta)
+    mean, stderr = _monte_carlo(student, theta, teacher, 5)
+    for e in range(2):
+        # the estimate is informative: its standard error is below 1% of the loss
+        assert stderr[e] < 1e-2 * exact[e]
+        assert (mean[e] - exact[e]).abs() < 4.0 * stderr[e], (mean[e], exact[e], stderr[e])
+
+
+def test_population_loss_with_two_outputs_matches_monte_carlo() -> None:
+    teacher_arch = Architecture(3, (2,), 2, "erf", bias=False)
+    teacher_theta = teacher_arch.init(1, seed=8, scheme="normal")[0]
+    student = Architecture(3, (3,), 2, "erf", bias=False)
+    obj = PopulationObjective(student, teacher_arch, teacher_theta)
+    theta = student.init(2, seed=4, scheme="normal", scale=0.8)
+    exact = obj.loss(theta)
+    mean, stderr = _monte_carlo(student, theta, lambda x: teacher_arch.forward(teacher_theta, x), 3)
+    for e in range(2):
+        assert stderr[e] < 1e-2 * exact[e]
+        assert (mean[e] - exact[e]).abs() < 4.0 * stderr[e], (mean[e], exact[e], stderr[e])
+
+
+@pytest.mark.parametrize(
+    ("incoming", "outgoing", "scale", "width"),
+    [
+        ("orthonormal", "ones", 1.0, 3),
+        ("gaussian", "gaussian", 2.5, 4),
+        ("gaussian", "signs", 1, 1),
+    ],
+)
+def test_population_loss_vanishes_at_the_teacher(
+    incoming: str, outgoing: str, scale: float, width: int
+) -> None:
+    teacher = make_teacher(5, width, incoming=incoming, outgoing=outgoing, scale=scale, seed=7)
+    obj = student_objective(teacher, teacher.arch, None)
+    loss, grad = obj.loss_and_grad(teacher.theta.unsqueeze(0))
+    assert abs(loss.item()) < 1e-14
+    assert grad.abs().max().item() < 1e-14
+    # and a perturbed student has a clearly positive loss
+    assert obj.loss(teacher.theta.unsqueeze(0) + 0.1).item() > 1e-4
+
+
+def test_population_loss_of_zero_student_is_half_teacher_second_moment() -> None:
+    teacher = make_teacher(4, 2, incoming="gaussian", outgoing="gaussian", seed=3)
+    student = Architecture(4, (3,), 1, "erf", bias=False)
+    obj = student_objective(teacher, student, None)
+    layers = teacher.arch.unflatten(teacher.theta)
+    w, a = layers[0].weight, layers[1].weight[0]
+    second_moment = sum(
+        float(a[i] * a[j])
+        * (2 / math.pi)
+        * math.asin(
+            float(w[i] @ w[j]) / math.sqrt((1 + float(w[i] @ w[i])) * (1 + float(w[j] @ w[j])))
+        )
+        for i in range(2)
+        for j in range(2)
+    )
+    zero = torch.zeros(1, student.n_params, dtype=torch.float64)
+    assert obj.loss(zero).item() == pytest.approx(0.5 * second_moment, rel=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("arch", "match"),
+    [
+        (Architecture(3, (2,), 1, "tanh", bias=False), "share the activation.*'tanh'.*'erf'"),
+        (Architecture(3, (2,), 1, "erf", bias=True), "bias-free"),
+        (Architecture(3, (2,), 1, "erf", bias=False, output_bias=True), "output without bias"),
+        (Architecture(3, (2, 2), 1, "erf", bias=False), "exactly one hidden layer"),
+    ],
+    ids=["tanh", "hidden-bias", "output-bias", "two-hidden-layers"],
+)
+def test_population_objective_refuses_unsupported_students(arch: Architecture, match: str) -> None:
+    teacher = make_teacher(3, 2, seed=0)
+    with pytest.raises(ValueError, match=match):
+        student_objective(teacher, arch, None)
+    with pytest.raises(ValueError, match=match):
+        PopulationObjective(arch, teacher.arch, teacher.theta)
+
+
+def test_population_objective_refuses_unsupported_teachers() -> None:
+    student = Architecture(3, (2,), 1, "erf", bias=False)
+    tanh_teacher = make_teacher(3, 2, activation="tanh", seed=0)
+    with pytest.raises(ValueError, match="'tanh'"):
+        student_objective(tanh_teacher, student, None)
+    biased_teacher = make_teacher(3, 2, bias=True, seed=0)
+    with pytest.raises(ValueError, match="bias-free"):
+        student_objective(biased_teacher, student, None)
+    other_d = Architecture(4, (2,), 1, "erf", bias=False)
+    with pytest.raises(ValueError, match="input and output dimensions"):
+        student_objective(make_teacher(3, 2, seed=0), other_d, None)
+
+
+def test_student_objective_on_samples_labels_with_the_teacher() -> None:
+    teacher = make_teacher(4, 2, activation="tanh", bias=True, seed=5)
+    obj = student_objective(teacher, teacher.arch, 300, seed=2)
+    assert isinstance(obj, DataObjective)
+    assert obj.x.shape == (300, 4) and obj.y.shape == (300, 1)
+    torch.testing.assert_close(obj.y, teacher(obj.x), rtol=0, atol=0)
+    # the fused pass evaluates tanh as 2 sigmoid(2z) - 1, so only rounding remains
+    assert 0.0 <= obj.loss(teacher.theta.unsqueeze(0)).item() < 1e-28

@@ -7,9 +7,9 @@ An :class:`Objective` maps parameters theta (E, P) to per-member losses (E,). Th
   gradient is a hand-written backward pass (no autograd graph). One-hidden-layer networks on the
   CPU use the fused C kernel of :mod:`escapelab.problems.shallow_kernel` (forward, residual
   and backward in one pass over cache-sized sample blocks, parallel over members and blocks);
-  everything else (deeper nets, GPUs, machines without a C compiler) the torch path, organised around
-  one GEMM over the shared inputs for the first layer of all members, the activation and its
-  slope computed together, and samples processed in cache-sized chunks. Both are checked against
+  everything else (deeper nets, GPUs, machines without a C compiler) the torch path, organised
+  around one GEMM over the shared inputs for the first layer of all members, the activation and
+  its slope computed together, and samples processed in cache-sized chunks. Both are checked against
   autograd in the tests.
 * :class:`~escapelab.problems.population.PopulationObjective` — the exact Gaussian-input population
   loss of one-hidden-layer erf, relu, linear, tanh, sigmoid and softplus networks (closed-form or

@@ -1,11 +1,12 @@
 """Compile the fused kernel's C code (``shallow_fused.c``) on first use and load it with ctypes.
 
 The C code ships as package data and is compiled once per precision with the machine's C
-compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into ``<cache>/kernels`` (``$ESCAPELAB_CACHE``,
-default ``~/.cache/escapelab``). A library's file name carries a hash of everything that shaped
-it: the source, the compiler's version line, the flags, and this CPU's model and feature flags
-(it is built with ``-march=native``, so a cache shared by the nodes of a heterogeneous cluster
-keeps one library per kind of CPU rather than loading one that uses instructions another lacks).
+compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into ``<cache>/kernels``
+(``$ESCAPELAB_CACHE``, default ``~/.cache/escapelab``). A library's file name carries a hash
+of everything that shaped it: the source, the compiler's version line, the flags, and this
+CPU's model and feature flags (it is built with ``-march=native``, so a cache shared by the
+nodes of a heterogeneous cluster keeps one library per kind of CPU rather than loading one that
+uses instructions another lacks).
 Processes that compile at the same moment each write their own temporary file and rename it
 into place, so a reader only ever sees a whole library.
 
@@ -109,9 +110,8 @@ def _kernel_dir() -> Path:
     folder = cache_dir() / "kernels"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
-        probe.close()
-        return folder
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            return folder
     except OSError:
         return Path(tempfile.mkdtemp(prefix="escapelab-kernels-"))
 
