@@ -1,12 +1,12 @@
-"""Benchmark: the fused Numba loss-and-gradient kernel against today's torch path, JAX and a loop.
+"""Benchmark: the fused C loss-and-gradient kernel against today's torch path, JAX and a loop.
 
 Issue 15's workload (that of ``bench_ensemble.py``): 256 tanh students of width 8 on d = 16
 Gaussian inputs, N = 4096 samples of a width-4 teacher, 500 full-batch Adam steps (lr 1e-2), in
 float32 and float64. Four ways to train the same students from the same initial weights, timed
 round-robin in one process so that the load of a shared machine hits all of them alike:
 
-* ``fused``  -- ``escapelab.optim.full_batch.train`` on a ``DataObjective`` with the Numba kernel
-  (:mod:`escapelab.problems.shallow_kernel`, ``kernel="numba"``);
+* ``fused``  -- ``escapelab.optim.full_batch.train`` on a ``DataObjective`` with the fused C kernel
+  (:mod:`escapelab.problems.shallow_kernel`, ``kernel="fused"``);
 * ``torch``  -- the same trainer on the torch path (``kernel="torch"``: the code before issue 15);
 * ``jax``    -- JAX on the CPU: ``jit`` of ``lax.scan`` over Adam steps of ``vmap(value_and_grad)``
   (500 gradient evaluations and updates, then the final loss), if JAX is installed;
@@ -153,7 +153,7 @@ def bench_training(
     for name, dtype in DTYPES.items():
         theta0 = initial_theta(work, dtype)
         sides: dict[str, Any] = {
-            "fused": lambda t: run_trainer(problem, t, work.steps, work.lr, "numba"),
+            "fused": lambda t: run_trainer(problem, t, work.steps, work.lr, "fused"),
             "torch": lambda t: run_trainer(problem, t, work.steps, work.lr, "torch"),
             "loop": lambda t: loop_one_thread(problem, t[:loop_members], work.steps, work.lr),
         }
@@ -163,8 +163,8 @@ def bench_training(
             sides["jax"] = jax_fn
             report.setdefault("jax_first_call_s", {})[name] = compile_s
         small = initial_theta(Workload(**{**asdict(work), "members": 4}), dtype)
-        # untimed warm-ups: Numba loads its compiled kernel, torch its first-call paths
-        run_trainer(problem, small, 5, work.lr, "numba")
+        # untimed warm-ups: the fused kernel is compiled or loaded, torch its first-call paths
+        run_trainer(problem, small, 5, work.lr, "fused")
         run_trainer(problem, small, 5, work.lr, "torch")
         loop_one_thread(problem, small, 5, work.lr)
         walls: dict[str, list[float]] = {s: [] for s in sides}
@@ -235,7 +235,7 @@ def bench_scaling(problem: Problem, work: Workload, sizes: list[int], rounds: in
             theta = initial_theta(Workload(**{**asdict(work), "members": n_members}), dtype)
             objs = {
                 k: DataObjective(problem.arch, problem.x.to(dtype), problem.y.to(dtype), kernel=k)
-                for k in ("numba", "torch")
+                for k in ("fused", "torch")
             }
             evals = max(3, 2048 // n_members)
             best = {k: float("inf") for k in objs}
@@ -245,11 +245,11 @@ def bench_scaling(problem: Problem, work: Workload, sizes: list[int], rounds: in
             rows.append(
                 {
                     "members": n_members,
-                    "fused_s_per_eval": best["numba"],
+                    "fused_s_per_eval": best["fused"],
                     "torch_s_per_eval": best["torch"],
-                    "fused_member_evals_per_s": n_members / best["numba"],
+                    "fused_member_evals_per_s": n_members / best["fused"],
                     "torch_member_evals_per_s": n_members / best["torch"],
-                    "fused_over_torch": best["torch"] / best["numba"],
+                    "fused_over_torch": best["torch"] / best["fused"],
                 }
             )
             print(f"[scaling {name}] E={n_members}: {rows[-1]}", flush=True)
@@ -304,7 +304,7 @@ def bench_memory(sizes: list[int]) -> dict[str, Any]:
     rows = []
     for n_members in sizes:
         row: dict[str, Any] = {"members": n_members}
-        for kernel in ("numba", "torch"):
+        for kernel in ("fused", "torch"):
             base, peak = child(kernel, n_members, "memory")
             row[f"{kernel}_peak_mib"] = peak / 1024
             row[f"{kernel}_after_imports_mib"] = base / 1024
@@ -316,7 +316,7 @@ def bench_memory(sizes: list[int]) -> dict[str, Any]:
 
 def bench_slow_mode(processes: int) -> dict[str, Any]:
     """Median seconds per float32 evaluation (E = 256) in fresh processes, kernels alternating."""
-    times: dict[str, list[float]] = {"numba": [], "torch": []}
+    times: dict[str, list[float]] = {"fused": [], "torch": []}
     for _ in range(processes):
         for kernel in times:
             times[kernel].append(child(kernel, 256, "time")[0])
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--threads",
         type=int,
         default=None,
-        help="threads for torch, Numba and XLA (default: torch's); 1 keeps OpenMP spin-waits of "
+        help="threads for torch, the fused kernel and XLA (default: torch's); 1 keeps OpenMP spin-waits of "
         "an overloaded shared machine out of the numbers",
     )
     args = parser.parse_args(argv)
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     problem = make_problem(work)
     load0 = os.getloadavg()
     report: dict[str, Any] = {
-        "benchmark": "fused Numba kernel vs torch path vs JAX vs per-network loop",
+        "benchmark": "fused C kernel vs torch path vs JAX vs per-network loop",
         "quick": args.quick,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_info(),

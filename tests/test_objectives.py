@@ -4,6 +4,7 @@ closed-form population loss vs Monte Carlo, and the population objective's preco
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -104,6 +105,15 @@ def test_fused_float32_is_accurate_to_single_precision(
 needs_compiler = pytest.mark.skipif(
     not shallow_kernel.available(), reason="the fused kernel does not compile here (no C compiler)"
 )
+
+
+def test_the_fused_kernel_compiles_where_it_is_required() -> None:
+    # CI sets ESCAPELAB_REQUIRE_KERNEL=1 (and installs gcc), so a kernel that stops compiling
+    # fails there instead of silently skipping every test that runs it
+    if not os.environ.get("ESCAPELAB_REQUIRE_KERNEL"):
+        pytest.skip("ESCAPELAB_REQUIRE_KERNEL is not set")
+    for dtype in (torch.float32, torch.float64):
+        assert shallow_kernel.available(dtype), shallow_kernel._unavailable_reason(dtype)
 
 
 @needs_compiler
