@@ -345,8 +345,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--threads",
         type=int,
         default=None,
-        help="threads for torch, the fused kernel and XLA (default: torch's); 1 keeps OpenMP spin-waits of "
-        "an overloaded shared machine out of the numbers",
+        help="threads for torch, the fused kernel and XLA (default: torch's); 1 keeps OpenMP "
+        "spin-waits of an overloaded shared machine out of the numbers",
     )
     args = parser.parse_args(argv)
     if args.threads is not None:
