@@ -114,75 +114,75 @@ static inline vec vexp(vec x) {
 
 /* ------------------------------------------------------------------ activations
 
-   h = sigma(z) and slope = sigma'(z) on `cols` samples of one row, a multiple of 2 * VL. */
+*/
 
 enum { LINEAR, RELU, TANH, SIGMOID, SOFTPLUS, ERF };
 
-static void activate(int code, const real *z, real *h, real *slope, int64_t cols) {
-    const vec one = splat(1), two = splat(2), zero = splat(0);
-    if (code == SOFTPLUS || code == ERF) {
-        /* C library per element (log1p, erf), the exponential vectorised */
-        const real inv_sqrt2 = (real)0.70710678118654752440;
-        const real norm = (real)0.79788456080286535588; /* sqrt(2 / pi) */
-        for (int64_t i = 0; i < cols; i += VL) {
-            vec v = load(z + i);
-            if (code == ERF) {
-                store(slope + i, norm * vexp(-(real)0.5 * v * v));
-                for (int64_t l = 0; l < VL; l++) h[i + l] = (real)erf((double)(v[l] * inv_sqrt2));
-            } else {
-                /* softplus as torch computes it: z itself (slope 1) above 20, else
-                   max(z, 0) + log1p(exp(-|z|)) with slope 1 / (1 + exp(-z)) */
-                vec e = vexp(-(vec)((ivec)v & ~(ivec)splat(-0.0))); /* exp(-|v|) */
-                for (int64_t l = 0; l < VL; l++) {
-                    real vl = v[l], el = e[l];
-                    if (vl > (real)20) {
-                        h[i + l] = vl;
-                        slope[i + l] = 1;
-                    } else {
-                        h[i + l] = (vl > 0 ? vl : 0) + (real)log1p((double)el);
-                        slope[i + l] = vl >= 0 ? 1 / (1 + el) : el / (1 + el);
-                    }
-                }
-            }
-        }
-        return;
+/* Where the forward pass leaves its output: LINEAR and RELU are applied in registers (h and
+   slope stored); for the others it stores z into h (RAW) and a row pass follows
+   (activate_rows): measured, tanh and sigmoid ran 10-18 % slower applied in registers, their
+   many constants and temporaries spilling out of the sixteen vector registers. */
+#define RAW (-1)
+
+static inline __attribute__((always_inline)) void activate_vec(int code, vec v, vec *h,
+                                                              vec *slope) {
+    const vec one = splat(1), zero = splat(0);
+    if (code == RELU) {
+        *h = (vec)((ivec)v & ~(ivec)(v <= zero)); /* NaN stays NaN */
+        *slope = (vec)((ivec)one & (ivec)(v > zero));
+    } else {
+        *h = v;
+        *slope = one;
     }
-    switch (code) {
-    case LINEAR:
-        for (int64_t i = 0; i < cols; i += VL) {
-            store(h + i, load(z + i));
-            store(slope + i, one);
-        }
-        break;
-    case RELU:
-        for (int64_t i = 0; i < cols; i += VL) {
-            vec v = load(z + i);
-            ivec pos = v > zero;
-            store(h + i, (vec)((ivec)v & ~(ivec)(v <= zero))); /* NaN stays NaN */
-            store(slope + i, (vec)((ivec)one & pos));
-        }
-        break;
-    case TANH:
-        /* two vectors per step: two independent chains of dependent operations */
-        for (int64_t i = 0; i < cols; i += 2 * VL) {
-            vec a0 = one - two / (vexp(two * load(z + i)) + one);
-            vec a1 = one - two / (vexp(two * load(z + i + VL)) + one);
-            store(h + i, a0);
-            store(h + i + VL, a1);
+}
+
+/* tanh or sigmoid on `cols` pre-activations of one row, in place in h (slope written), two
+   vectors per step: two independent chains of dependent operations. */
+static void activate_rows(int code, real *h, real *slope, int64_t cols) {
+    const vec one = splat(1), two = splat(2);
+    for (int64_t i = 0; i < cols; i += 2 * VL) {
+        vec a0, a1;
+        if (code == TANH) {
+            a0 = one - two / (vexp(two * load(h + i)) + one);
+            a1 = one - two / (vexp(two * load(h + i + VL)) + one);
             store(slope + i, one - a0 * a0);
             store(slope + i + VL, one - a1 * a1);
-        }
-        break;
-    default: /* SIGMOID */
-        for (int64_t i = 0; i < cols; i += 2 * VL) {
-            vec a0 = one / (one + vexp(-load(z + i)));
-            vec a1 = one / (one + vexp(-load(z + i + VL)));
-            store(h + i, a0);
-            store(h + i + VL, a1);
+        } else {
+            a0 = one / (one + vexp(-load(h + i)));
+            a1 = one / (one + vexp(-load(h + i + VL)));
             store(slope + i, a0 - a0 * a0);
             store(slope + i + VL, a1 - a1 * a1);
         }
-        break;
+        store(h + i, a0);
+        store(h + i + VL, a1);
+    }
+}
+
+/* softplus and erf on `cols` pre-activations of one row, in place in h (slope written): the
+   C library per element (log1p, erf), the exponential vectorised. */
+static void activate_libm(int code, real *h, real *slope, int64_t cols) {
+    const real inv_sqrt2 = (real)0.70710678118654752440;
+    const real norm = (real)0.79788456080286535588; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < cols; i += VL) {
+        vec v = load(h + i);
+        if (code == ERF) {
+            store(slope + i, norm * vexp(-(real)0.5 * v * v));
+            for (int64_t l = 0; l < VL; l++) h[i + l] = (real)erf((double)(v[l] * inv_sqrt2));
+            continue;
+        }
+        /* softplus as torch computes it: z itself (slope 1) above 20, else
+           max(z, 0) + log1p(exp(-|z|)) with slope 1 / (1 + exp(-z)) */
+        vec e = vexp(-(vec)((ivec)v & ~(ivec)splat(-0.0))); /* exp(-|v|) */
+        for (int64_t l = 0; l < VL; l++) {
+            real vl = v[l], el = e[l];
+            if (vl > (real)20) {
+                h[i + l] = vl;
+                slope[i + l] = 1;
+            } else {
+                h[i + l] = (vl > 0 ? vl : 0) + (real)log1p((double)el);
+                slope[i + l] = vl >= 0 ? 1 / (1 + el) : el / (1 + el);
+            }
+        }
     }
 }
 
@@ -204,13 +204,15 @@ typedef struct {
     int failed;
 } job_t;
 
-/* z[j, i] = b_j + sum_k W_jk x[k, i] for rows j0 .. j0 + rows - 1 (rows <= 4), in register
-   blocks of `rows` hidden units by one strip: per input k two loads of x and `rows`
-   broadcasts of W feed 2 * rows FMAs, and z is written once. */
-static inline __attribute__((always_inline)) void forward_rows(const real *w, const real *bias,
-                                                              const real *xs, int64_t d,
-                                                              int64_t j0, int rows, int64_t cols,
-                                                              real *z, int64_t block) {
+/* z = b_j + sum_k W_jk x[k, i] for rows j0 .. j0 + rows - 1 (rows <= 4), in register blocks of
+   `rows` hidden units by one strip: per input k two loads of x and `rows` broadcasts of W feed
+   2 * rows FMAs. Linear and relu units are activated in registers, so their z is never
+   stored (measured: 6-16 % less time per evaluation). */
+static inline __attribute__((always_inline)) void forward_rows(int code, const real *w,
+                                                              const real *bias, const real *xs,
+                                                              int64_t d, int64_t j0, int rows,
+                                                              int64_t cols, real *h, real *slope,
+                                                              int64_t block) {
     for (int64_t i = 0; i < cols; i += S) {
         const real *strip = xs + (i / S) * d * S;
         vec acc[4][2];
@@ -225,11 +227,30 @@ static inline __attribute__((always_inline)) void forward_rows(const real *w, co
                 acc[r][1] += wv * x1;
             }
         }
-        for (int r = 0; r < rows; r++) {
-            store(z + (j0 + r) * block + i, acc[r][0]);
-            store(z + (j0 + r) * block + i + VL, acc[r][1]);
-        }
+        for (int r = 0; r < rows; r++)
+            for (int half = 0; half < 2; half++) {
+                real *at = h + (j0 + r) * block + i + half * VL;
+                if (code == RAW) {
+                    store(at, acc[r][half]);
+                    continue;
+                }
+                vec a, s;
+                activate_vec(code, acc[r][half], &a, &s);
+                store(at, a);
+                store(slope + (j0 + r) * block + i + half * VL, s);
+            }
     }
+}
+
+/* The forward pass and activation of all m rows, compiled once per activation (`code` is a
+   constant where this is inlined). */
+static inline __attribute__((always_inline)) void forward(int code, const real *w,
+                                                         const real *bias, const real *xs,
+                                                         int64_t d, int64_t m, int64_t cols,
+                                                         real *h, real *slope, int64_t block) {
+    int64_t j = 0;
+    for (; j + 4 <= m; j += 4) forward_rows(code, w, bias, xs, d, j, 4, cols, h, slope, block);
+    for (; j < m; j++) forward_rows(code, w, bias, xs, d, j, 1, cols, h, slope, block);
 }
 
 /* dL/dW_jk, summed over the block's samples, for rows j0 .. j0 + rows - 1 (rows <= 2) and
@@ -265,15 +286,28 @@ static inline __attribute__((always_inline)) void weight_grad_rows(const real *d
 /* One block of `cols` samples (a multiple of S) from strip xs and targets y; samples from
    `valid` on are padding, whose residual is zeroed so they add nothing. Returns sum |r|^2. */
 static real block_pass(const job_t *job, const real *w, const real *xs, const real *y,
-                       int64_t cols, int64_t valid, real *z, real *h, real *slope, real *r,
+                       int64_t cols, int64_t valid, real *delta, real *h, real *slope, real *r,
                        real *g, vec *gw) {
     const int64_t m = job->m, d = job->d, n_out = job->n_out, B = job->block;
     const real *bias = job->off_b >= 0 ? w + job->off_b : NULL;
     const real *a = w + job->off_a;
-    int64_t j = 0;
-    for (; j + 4 <= m; j += 4) forward_rows(w, bias, xs, d, j, 4, cols, z, B);
-    for (; j < m; j++) forward_rows(w, bias, xs, d, j, 1, cols, z, B);
-    for (j = 0; j < m; j++) activate(job->code, z + j * B, h + j * B, slope + j * B, cols);
+    switch (job->code) {
+    case LINEAR:
+        forward(LINEAR, w, bias, xs, d, m, cols, h, slope, B);
+        break;
+    case RELU:
+        forward(RELU, w, bias, xs, d, m, cols, h, slope, B);
+        break;
+    default:
+        forward(RAW, w, bias, xs, d, m, cols, h, slope, B);
+        for (int64_t j = 0; j < m; j++) {
+            if (job->code == TANH || job->code == SIGMOID)
+                activate_rows(job->code, h + j * B, slope + j * B, cols);
+            else
+                activate_libm(job->code, h + j * B, slope + j * B, cols);
+        }
+    }
+    int64_t j;
 
     real total = 0;
     for (int64_t o = 0; o < n_out; o++) {
@@ -300,7 +334,6 @@ static real block_pass(const job_t *job, const real *w, const real *xs, const re
             for (int64_t i = 0; i < cols; i += VL) acc += load(r + o * B + i);
             g[job->off_c + o] += hsum(acc);
         }
-    real *delta = z; /* z is not needed once h and slope are made */
     for (j = 0; j < m; j++) {
         vec acc_b = splat(0);
         real *dj = delta + j * B;
@@ -342,8 +375,8 @@ static real block_pass(const job_t *job, const real *w, const real *xs, const re
 static void *worker(void *arg) {
     job_t *job = arg;
     const int64_t m = job->m, B = job->block, n_out = job->n_out;
-    /* scratch: z (then delta), h, slope (m rows each), r (n_out rows) and the vector sums of
-       dL/dW (m * d vectors) */
+    /* scratch: delta, h, slope (m rows each), r (n_out rows) and the vector sums of dL/dW
+       (m * d vectors) */
     size_t bytes = (size_t)(3 * m + n_out) * (size_t)B * sizeof(real) +
                    (size_t)(m * job->d) * sizeof(vec);
     bytes = (bytes + 63) / 64 * 64; /* aligned_alloc wants a multiple of the alignment */
@@ -352,7 +385,7 @@ static void *worker(void *arg) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    real *z = scratch, *h = z + m * B, *slope = h + m * B, *r = slope + m * B;
+    real *delta = scratch, *h = delta + m * B, *slope = h + m * B, *r = slope + m * B;
     vec *gw = (vec *)(r + n_out * B); /* B is a multiple of S, so this stays aligned */
     const int64_t weights = m * job->d;
     for (;;) {
@@ -372,7 +405,7 @@ static void *worker(void *arg) {
             int64_t valid = n1 - s < B ? n1 - s : B;
             int64_t cols = (valid + S - 1) / S * S;
             total += block_pass(job, w, job->xs + (s / S) * job->d * S, job->y + s, cols, valid,
-                                z, h, slope, r, g, gw);
+                                delta, h, slope, r, g, gw);
         }
         if (job->with_grad)
             for (int64_t q = 0; q < weights; q++) g[q] = hsum(gw[q]);
