@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,7 +212,7 @@ def test_kernel_choice_is_validated_and_a_missing_compiler_falls_back_with_one_n
     with pytest.raises(ValueError, match="kernel must be one of auto, fused, torch"):
         DataObjective(arch, x, y, kernel="cuda")
     # no compiler on the PATH and no $CC: the build says so in one line
-    shallow_build.kernel.cache_clear()
+    shallow_build.forget()
     monkeypatch.setenv("CC", "no-such-compiler-here")
     monkeypatch.setattr(shallow_kernel, "_notice_given", False)
     try:
@@ -224,7 +225,7 @@ def test_kernel_choice_is_validated_and_a_missing_compiler_falls_back_with_one_n
             obj.loss_and_grad(theta)
         assert len(record) == 1 and not obj.uses_fused_kernel(theta)
     finally:
-        shallow_build.kernel.cache_clear()
+        shallow_build.forget()
     ref_loss, ref_grad = _reference(obj, theta)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-13)
@@ -466,3 +467,53 @@ def test_student_objective_on_samples_labels_with_the_teacher() -> None:
     torch.testing.assert_close(obj.y, teacher(obj.x), rtol=0, atol=0)
     # the fused pass evaluates tanh as 2 sigmoid(2z) - 1, so only rounding remains
     assert 0.0 <= obj.loss(teacher.theta.unsqueeze(0)).item() < 1e-28
+
+
+def test_a_failed_compile_is_reported_in_one_line_and_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+
+    from escapelab.problems import shallow_build
+
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counting_run(command, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(list(command))
+        return real_run(command, *args, **kwargs)
+
+    # `false` exists and fails without a message: a compiler that cannot build the kernel
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    shallow_build.forget()
+    try:
+        for _ in range(3):
+            with pytest.raises(shallow_build.KernelUnavailable) as caught:
+                shallow_build.kernel("f64")
+            assert str(caught.value) == "compiling the fused kernel failed: no message"
+            assert not shallow_kernel.available(torch.float64)
+        # --version once, then the compile with and without -march=native: nothing after that
+        assert len(calls) == 3 and "-march=native" in calls[1] and "-march=native" not in calls[2]
+    finally:
+        shallow_build.forget()
+
+
+@needs_compiler
+def test_the_kernel_builds_in_a_private_folder_when_the_cache_is_not_writable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from escapelab.problems import shallow_build
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("ESCAPELAB_CACHE", str(blocker))
+    shallow_build.forget()
+    try:
+        library = shallow_build.kernel("f32")
+        x = np.array([0.0, 1.0, -2.5], dtype=np.float32)
+        out = np.empty_like(x)
+        library.exp(x.ctypes.data, out.ctypes.data, x.size)
+        np.testing.assert_allclose(out, np.exp(x), rtol=2e-7)
+    finally:
+        shallow_build.forget()

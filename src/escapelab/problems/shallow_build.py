@@ -146,15 +146,37 @@ def _compile(compiler: list[str], source: Path, target: Path, precision: str) ->
             os.unlink(temporary)
 
 
-@functools.cache
 def kernel(precision: str) -> Library:
     """The compiled kernel for ``precision`` ("f32" or "f64"), built on first use.
 
     Raises :class:`KernelUnavailable` (one line: no compiler, a failed compile, a library
-    that does not load); the outcome is remembered for the process.
+    that does not load). Either outcome is remembered for the process, so a failed compile
+    is not retried on every evaluation; :func:`forget` clears that memory.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    outcome = _outcome(precision)
+    if isinstance(outcome, KernelUnavailable):
+        raise KernelUnavailable(str(outcome))
+    return outcome
+
+
+def forget() -> None:
+    """Forget the remembered outcomes of :func:`kernel` (after installing a compiler, or
+    changing ``$CC``)."""
+    _outcome.cache_clear()
+
+
+@functools.cache
+def _outcome(precision: str) -> Library | KernelUnavailable:
+    try:
+        return _build(precision)
+    except KernelUnavailable as error:
+        return error
+
+
+def _build(precision: str) -> Library:
+    """Compile (unless cached on disk) and load one precision's library."""
     compiler = find_compiler()
     if compiler is None:
         raise KernelUnavailable("no C compiler found (install gcc or clang, or set CC)")
