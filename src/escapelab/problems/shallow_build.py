@@ -60,7 +60,8 @@ class Library:
     """The two functions of one precision's compiled library (see ``shallow_fused.c``)."""
 
     fused: Callable[..., int]  # the loss-and-gradient kernel; 0 on success, -1 out of memory
-    exp: Callable[..., None]  # its vectorised exponential on n values (for the accuracy test)
+    exp: Callable[..., None]  # its vectorised exp and erf on n values (for the accuracy tests)
+    erf: Callable[..., None]
 
 
 def find_compiler() -> list[str] | None:
@@ -201,6 +202,9 @@ def _build(precision: str) -> Library:
     fused.argtypes = [pointer, i64, i64, pointer, pointer, *[i64] * 7, i32, i32, i64, i64]
     fused.argtypes += [pointer, pointer, i32]
     fused.restype = i32
-    exp = getattr(library, f"escapelab_exp_{precision}")
-    exp.argtypes, exp.restype = [pointer, pointer, i64], None
-    return Library(fused, exp)
+    elementwise = []
+    for name in ("exp", "erf"):
+        function = getattr(library, f"escapelab_{name}_{precision}")
+        function.argtypes, function.restype = [pointer, pointer, i64], None
+        elementwise.append(function)
+    return Library(fused, *elementwise)
