@@ -201,6 +201,25 @@ def test_kernel_erf_is_within_a_few_ulp_over_its_whole_range(dtype: type) -> Non
     assert np.isnan(nan[0])
 
 
+@needs_compiler
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_kernel_log1p_is_within_a_few_ulp_on_the_unit_interval(dtype: type) -> None:
+    # softplus's log1p(exp(-|z|)): arguments in [0, 1], tiny ones included
+    from escapelab.problems import shallow_build
+
+    library = shallow_build.kernel("f32" if dtype == np.float32 else "f64")
+    rng = np.random.default_rng(2)
+    x = np.concatenate(
+        [rng.uniform(0, 1, 20_000), 10.0 ** rng.uniform(-30, 0, 20_000), [0.0, 1.0, 0.41421356]]
+    ).astype(dtype)
+    out = np.empty_like(x)
+    library.log1p(x.ctypes.data, out.ctypes.data, x.size)
+    exact = np.log1p(x.astype(np.longdouble))
+    ulps = np.abs(out.astype(np.longdouble) - exact) / np.spacing(exact.astype(dtype))
+    assert ulps[exact > 0].max() < 3.5  # measured 2.9 in both precisions
+    assert out[-3] == 0.0
+
+
 def test_torch_serial_holds_torch_at_one_thread_and_the_kernel_at_the_callers_count() -> None:
     previous = torch.get_num_threads()
     try:

@@ -60,8 +60,10 @@ class Library:
     """The two functions of one precision's compiled library (see ``shallow_fused.c``)."""
 
     fused: Callable[..., int]  # the loss-and-gradient kernel; 0 on success, -1 out of memory
-    exp: Callable[..., None]  # its vectorised exp and erf on n values (for the accuracy tests)
+    # its vectorised exp, erf and log1p (on [0, 1]) of n values, for the accuracy tests
+    exp: Callable[..., None]
     erf: Callable[..., None]
+    log1p: Callable[..., None]
 
 
 def find_compiler() -> list[str] | None:
@@ -203,7 +205,7 @@ def _build(precision: str) -> Library:
     fused.argtypes += [pointer, pointer, i32]
     fused.restype = i32
     elementwise = []
-    for name in ("exp", "erf"):
+    for name in ("exp", "erf", "log1p"):
         function = getattr(library, f"escapelab_{name}_{precision}")
         function.argtypes, function.restype = [pointer, pointer, i64], None
         elementwise.append(function)

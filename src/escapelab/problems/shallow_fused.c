@@ -10,7 +10,6 @@
    Threads: the caller's thread plus threads - 1 POSIX threads take tasks (member, slice of
    samples) from a shared counter until none are left. */
 
-#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -235,6 +234,30 @@ static inline vec verf(vec x, vec exp_minus_x2) {
     return (vec)((ivec)result | ((ivec)x & sign));
 }
 
+/* log1p(e) for 0 <= e <= 1 (softplus's exp(-|z|)): u = 1 + e rounded, plus the rounding's
+   correction (e - (u - 1)) / u; log(u) = k ln 2 + log(m) with m = u or u / 2 in [1/sqrt 2,
+   sqrt 2], and log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, by its series
+   2 (s + s^3 / 3 + s^5 / 5 + ...), 13 terms in float64 (s^26 / 27 < 2^-68) and 7 in float32.
+   NaN stays NaN. */
+static inline vec vlog1p(vec e) {
+#if REAL_IS_FLOAT
+    const int terms = 7;
+#else
+    const int terms = 13;
+#endif
+    vec u = 1 + e;
+    vec correction = (e - (u - 1)) / u;
+    ivec halve = u > (real)1.41421356237309504880;
+    vec m = (vec)(((ivec)(u * (real)0.5) & halve) | ((ivec)u & ~halve));
+    vec k = (vec)((ivec)splat(1) & halve);
+    vec s = (m - 1) / (m + 1), s2 = s * s;
+    vec series = splat((real)1 / (2 * terms - 1));
+    for (int j = terms - 2; j >= 0; j--) series = series * s2 + (real)1 / (2 * j + 1);
+    /* ln 2 in two parts: k ln2_hi is exact */
+    return k * (real)0.693145751953125 + (2 * s * series + (k * (real)1.42860682030941723212e-6 +
+                                                           correction));
+}
+
 /* ------------------------------------------------------------------ activations
 
 */
@@ -259,33 +282,32 @@ static inline __attribute__((always_inline)) void activate_vec(int code, vec v, 
     }
 }
 
-/* tanh or sigmoid on `cols` pre-activations of one row, in place in h (slope written), two
-   vectors per step: two independent chains of dependent operations. */
+/* tanh, sigmoid, softplus or erf on `cols` pre-activations of one row, in place in h (slope
+   written); tanh and sigmoid two vectors per step: two independent chains of dependent
+   operations. */
 static void activate_rows(int code, real *h, real *slope, int64_t cols) {
-    const vec one = splat(1), two = splat(2);
-    for (int64_t i = 0; i < cols; i += 2 * VL) {
-        vec a0, a1;
-        if (code == TANH) {
-            a0 = one - two / (vexp(two * load(h + i)) + one);
-            a1 = one - two / (vexp(two * load(h + i + VL)) + one);
-            store(slope + i, one - a0 * a0);
-            store(slope + i + VL, one - a1 * a1);
-        } else {
-            a0 = one / (one + vexp(-load(h + i)));
-            a1 = one / (one + vexp(-load(h + i + VL)));
-            store(slope + i, a0 - a0 * a0);
-            store(slope + i + VL, a1 - a1 * a1);
-        }
-        store(h + i, a0);
-        store(h + i + VL, a1);
-    }
-}
-
-/* softplus and erf on `cols` pre-activations of one row, in place in h (slope written): the
-   C library per element (log1p, erf), the exponential vectorised. */
-static void activate_libm(int code, real *h, real *slope, int64_t cols) {
+    const vec one = splat(1), two = splat(2), zero = splat(0);
     const real inv_sqrt2 = (real)0.70710678118654752440;
     const real norm = (real)0.79788456080286535588; /* sqrt(2 / pi) */
+    if (code == TANH || code == SIGMOID) {
+        for (int64_t i = 0; i < cols; i += 2 * VL) {
+            vec a0, a1;
+            if (code == TANH) {
+                a0 = one - two / (vexp(two * load(h + i)) + one);
+                a1 = one - two / (vexp(two * load(h + i + VL)) + one);
+                store(slope + i, one - a0 * a0);
+                store(slope + i + VL, one - a1 * a1);
+            } else {
+                a0 = one / (one + vexp(-load(h + i)));
+                a1 = one / (one + vexp(-load(h + i + VL)));
+                store(slope + i, a0 - a0 * a0);
+                store(slope + i + VL, a1 - a1 * a1);
+            }
+            store(h + i, a0);
+            store(h + i + VL, a1);
+        }
+        return;
+    }
     for (int64_t i = 0; i < cols; i += VL) {
         vec v = load(h + i);
         if (code == ERF) {
@@ -297,18 +319,14 @@ static void activate_libm(int code, real *h, real *slope, int64_t cols) {
             continue;
         }
         /* softplus as torch computes it: z itself (slope 1) above 20, else
-           max(z, 0) + log1p(exp(-|z|)) with slope 1 / (1 + exp(-z)) */
-        vec e = vexp(-(vec)((ivec)v & ~(ivec)splat(-0.0))); /* exp(-|v|) */
-        for (int64_t l = 0; l < VL; l++) {
-            real vl = v[l], el = e[l];
-            if (vl > (real)20) {
-                h[i + l] = vl;
-                slope[i + l] = 1;
-            } else {
-                h[i + l] = (vl > 0 ? vl : 0) + (real)log1p((double)el);
-                slope[i + l] = vl >= 0 ? 1 / (1 + el) : el / (1 + el);
-            }
-        }
+           max(z, 0) + log1p(exp(-|z|)), with slope 1 / (1 + exp(-z)) (written with exp(-|z|)
+           on both sides of 0) */
+        vec e = vexp(-(vec)((ivec)v & ~(ivec)splat(-0.0)));
+        ivec above = v > 20, positive = v >= zero;
+        vec soft = (vec)((ivec)v & ~(ivec)(v <= zero)) + vlog1p(e);
+        store(h + i, (vec)(((ivec)v & above) | ((ivec)soft & ~above)));
+        vec s = (vec)(((ivec)one & positive) | ((ivec)e & ~positive)) / (one + e);
+        store(slope + i, (vec)(((ivec)one & above) | ((ivec)s & ~above)));
     }
 }
 
@@ -426,12 +444,7 @@ static real block_pass(const job_t *job, const real *w, const real *xs, const re
         break;
     default:
         forward(RAW, w, bias, xs, d, m, cols, h, slope, B);
-        for (int64_t j = 0; j < m; j++) {
-            if (job->code == TANH || job->code == SIGMOID)
-                activate_rows(job->code, h + j * B, slope + j * B, cols);
-            else
-                activate_libm(job->code, h + j * B, slope + j * B, cols);
-        }
+        for (int64_t j = 0; j < m; j++) activate_rows(job->code, h + j * B, slope + j * B, cols);
     }
     int64_t j;
 
@@ -588,7 +601,8 @@ int CAT(escapelab_fused_, SUFFIX)(const real *theta, int64_t members, int64_t pa
     return job.failed ? -1 : 0;
 }
 
-/* exp and erf of n values (out may be x): the kernel's own, for the accuracy tests. */
+/* exp, erf and log1p (on [0, 1]) of n values (out may be x): the kernel's own, for the
+   accuracy tests. */
 #define ELEMENTWISE(name, expression)                                                       \
     void CAT(CAT(escapelab_, name), CAT(_, SUFFIX))(const real *x, real *out, int64_t n) { \
         for (int64_t i = 0; i < n; i += VL) {                                              \
@@ -604,3 +618,4 @@ int CAT(escapelab_fused_, SUFFIX)(const real *theta, int64_t members, int64_t pa
 
 ELEMENTWISE(exp, vexp(v))
 ELEMENTWISE(erf, verf(v, vexp(-v * v)))
+ELEMENTWISE(log1p, vlog1p(v))
