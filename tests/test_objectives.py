@@ -559,3 +559,29 @@ def test_the_kernel_builds_in_a_private_folder_when_the_cache_is_not_writable(
         np.testing.assert_allclose(out, np.exp(x), rtol=2e-7)
     finally:
         shallow_build.forget()
+
+
+def test_the_kernel_command_reports_the_library_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from escapelab import cli
+    from escapelab.problems import shallow_build
+
+    shallow_build.forget()
+    try:
+        if shallow_kernel.available():
+            result = CliRunner().invoke(cli.main, ["kernel"])
+            assert result.exit_code == 0, result.output
+            paths = [line.rsplit("(", 1)[1].rstrip(")") for line in result.output.splitlines()[1:]]
+            assert len(paths) == 2 and all(Path(p).is_file() for p in paths)
+        monkeypatch.setenv("CC", "no-such-compiler-here")
+        shallow_build.forget()
+        result = CliRunner().invoke(cli.main, ["kernel"])
+        assert result.exit_code == 1
+        assert result.output.splitlines() == [
+            "compiler: none found (set CC)",
+            "f32: unavailable (no C compiler found (install gcc or clang, or set CC))",
+            "f64: unavailable (no C compiler found (install gcc or clang, or set CC))",
+        ]
+    finally:
+        shallow_build.forget()

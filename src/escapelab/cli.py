@@ -361,6 +361,34 @@ def presets() -> None:
     click.echo(markdown_table(rows))
 
 
+@main.command()
+def kernel() -> None:
+    """Build (or load) the fused one-hidden-layer kernel for both precisions and say where it is.
+
+    Run it once per kind of machine (a cluster's login node builds for the login node only:
+    the library is compiled for the CPU it runs on). Exits with status 1 when the kernel
+    cannot be built; training then still runs, on the slower torch path."""
+    import time
+
+    from escapelab.problems import shallow_build
+
+    compiler = shallow_build.find_compiler()
+    click.echo(f"compiler: {' '.join(compiler) if compiler else 'none found (set CC)'}")
+    failed = False
+    for precision in shallow_build.PRECISIONS:
+        started = time.perf_counter()
+        try:
+            library = shallow_build.kernel(precision)
+        except shallow_build.KernelUnavailable as error:
+            click.echo(f"{precision}: unavailable ({error})")
+            failed = True
+            continue
+        seconds = time.perf_counter() - started
+        click.echo(f"{precision}: ready, {seconds:.1f} s ({library.path})")
+    if failed:
+        raise SystemExit(1)
+
+
 @main.command("list")
 @store_option
 def list_cmd(store: Path) -> None:

@@ -57,8 +57,9 @@ class KernelUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Library:
-    """The two functions of one precision's compiled library (see ``shallow_fused.c``)."""
+    """The functions of one precision's compiled library (see ``shallow_fused.c``)."""
 
+    path: Path  # the compiled library
     fused: Callable[..., int]  # the loss-and-gradient kernel; 0 on success, -1 out of memory
     # its vectorised exp, erf and log1p (on [0, 1]) of n values, for the accuracy tests
     exp: Callable[..., None]
@@ -209,4 +210,4 @@ def _build(precision: str) -> Library:
         function = getattr(library, f"escapelab_{name}_{precision}")
         function.argtypes, function.restype = [pointer, pointer, i64], None
         elementwise.append(function)
-    return Library(fused, *elementwise)
+    return Library(target, fused, *elementwise)
