@@ -463,19 +463,21 @@ static inline __attribute__((always_inline)) void weight_grad_rows(const real *d
     vec acc[2][4];
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < ks; c++) acc[r][c] = splat(0);
-    for (int64_t i = 0; i < cols; i += VL) {
-        const real *xi = xs + (i / S) * d * S + (i % S) + k0 * S;
-        vec xv[4];
-        for (int c = 0; c < ks; c++) {
-            xv[c] = load(xi + c * S);
-            KEEP(xv[c]);
+    /* strip by strip, so the packed inputs' address is a pointer step, not a division */
+    const real *strip = xs + k0 * S;
+    for (int64_t i = 0; i < cols; i += S, strip += d * S)
+        for (int64_t half = 0; half < S; half += VL) {
+            vec xv[4];
+            for (int c = 0; c < ks; c++) {
+                xv[c] = load(strip + c * S + half);
+                KEEP(xv[c]);
+            }
+            for (int r = 0; r < rows; r++) {
+                vec dv = load(delta + (j0 + r) * block + i + half);
+                KEEP(dv);
+                for (int c = 0; c < ks; c++) acc[r][c] += dv * xv[c];
+            }
         }
-        for (int r = 0; r < rows; r++) {
-            vec dv = load(delta + (j0 + r) * block + i);
-            KEEP(dv);
-            for (int c = 0; c < ks; c++) acc[r][c] += dv * xv[c];
-        }
-    }
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < ks; c++) gw[(j0 + r) * d + k0 + c] += acc[r][c];
 }
