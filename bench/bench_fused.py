@@ -17,7 +17,7 @@ round-robin in one process so that the load of a shared machine hits all of them
   independent, so the loop's cost is linear in their number).
 
 Final losses are recomputed in float64 from every side's final weights with one formula and
-compared with the loop's. Then three studies of the trainer alone:
+compared with the loop's. Then four studies of the trainer alone:
 
 * **E-scaling**: seconds per loss-and-gradient evaluation for E = 16 ... 1024 members, fused and
   torch side by side (interleaved, the fastest of ``--repeats`` rounds kept);
@@ -26,9 +26,11 @@ compared with the loop's. Then three studies of the trainer alone:
   E = 64, 256, 1024 and both kernels;
 * **slow mode**: seconds per evaluation in several fresh processes per kernel (the issue saw 15
   vs 27-30 ms per step in different processes on the torch path).
+* **activations**: seconds per evaluation at E = 256 for every activation the fused kernel has,
+  fused and torch path side by side (``--only-activations`` runs this study alone).
 
 Run ``python bench/bench_fused.py`` (full; ``bench/results/fused.json``) or ``--quick``
-(32 students, 50 steps; ``bench/results/fused-quick.json``).
+(32 students, 50 steps; ``bench/results/fused-quick.json``); ``--output`` writes elsewhere.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from bench_ensemble import (
 from benchlib import git_info, machine_info
 from escapelab.optim.full_batch import train
 from escapelab.problems.objective import DataObjective
+from escapelab.problems.shallow_kernel import ACTIVATION_CODES
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -257,12 +260,45 @@ def bench_scaling(problem: Problem, work: Workload, sizes: list[int], rounds: in
     return out
 
 
+def bench_activations(problem: Problem, work: Workload, members: int, rounds: int) -> dict:
+    """Seconds per evaluation of every activation the fused kernel has, fused and torch path
+    side by side (interleaved, fastest of ``rounds``), at E = ``members``: the issue's
+    workload measures tanh only, and an activation the kernel computes slowly (erf and
+    softplus once called the C library per element) would not show there."""
+    out: dict[str, Any] = {}
+    for name, dtype in DTYPES.items():
+        rows = []
+        theta = initial_theta(Workload(**{**asdict(work), "members": members}), dtype)
+        for activation in ACTIVATION_CODES:
+            arch = Workload(**{**asdict(work), "activation": activation}).arch
+            objs = {
+                k: DataObjective(arch, problem.x.to(dtype), problem.y.to(dtype), kernel=k)
+                for k in ("fused", "torch")
+            }
+            best = {k: float("inf") for k in objs}
+            for _ in range(rounds):
+                for k, obj in objs.items():
+                    best[k] = min(best[k], per_step_seconds(obj, theta, 8))
+            rows.append(
+                {
+                    "activation": activation,
+                    "fused_s_per_eval": best["fused"],
+                    "torch_s_per_eval": best["torch"],
+                    "fused_over_torch": best["torch"] / best["fused"],
+                }
+            )
+            print(f"[activations {name}] {rows[-1]}", flush=True)
+        out[name] = rows
+    return out
+
+
 CHILD = """
 import sys, time, torch
 sys.path.insert(0, {bench!r})
 from bench_ensemble import Workload, initial_theta, make_problem, train_config
 from escapelab.optim.full_batch import train
 from escapelab.problems.objective import DataObjective
+from escapelab.problems.shallow_kernel import ACTIVATION_CODES
 kernel, members, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def hwm():
     for line in open("/proc/self/status"):
@@ -333,6 +369,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="32 students, 50 steps")
     parser.add_argument("--rounds", type=int, default=1, help="round-robin training rounds")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument(
+        "--only-activations",
+        action="store_true",
+        help="only the per-activation study (seconds per evaluation, fused vs torch path)",
+    )
+    parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/)")
     parser.add_argument("--processes", type=int, default=6, help="fresh processes per kernel")
     parser.add_argument("--loop-members", type=int, default=32, help="students the loop trains")
     parser.add_argument(
@@ -371,16 +413,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_at_start": load0,
         "threads": torch.get_num_threads(),
     }
-    if not args.skip_training:
-        loop_members = min(args.loop_members, work.members)
-        report["training"] = bench_training(problem, work, args.rounds, loop_members)
-    sizes = [16, 64] if args.quick else [int(v) for v in args.sizes.split(",")]
-    report["scaling"] = bench_scaling(problem, work, sizes, rounds=2)
-    report["memory"] = bench_memory([64, 256] if args.quick else [64, 256, 1024])
-    report["slow_mode"] = bench_slow_mode(2 if args.quick else args.processes)
+    activation_members = 64 if args.quick else 256
+    if args.only_activations:
+        report["activations"] = bench_activations(problem, work, activation_members, rounds=3)
+    else:
+        if not args.skip_training:
+            loop_members = min(args.loop_members, work.members)
+            report["training"] = bench_training(problem, work, args.rounds, loop_members)
+        sizes = [16, 64] if args.quick else [int(v) for v in args.sizes.split(",")]
+        report["scaling"] = bench_scaling(problem, work, sizes, rounds=2)
+        report["activations"] = bench_activations(problem, work, activation_members, rounds=3)
+        report["memory"] = bench_memory([64, 256] if args.quick else [64, 256, 1024])
+        report["slow_mode"] = bench_slow_mode(2 if args.quick else args.processes)
     report["load_average_at_end"] = os.getloadavg()
     report["max_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = RESULTS_DIR / ("fused-quick.json" if args.quick else "fused.json")
+    out = args.output or RESULTS_DIR / ("fused-quick.json" if args.quick else "fused.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"-> {out}")
