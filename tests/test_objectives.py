@@ -584,3 +584,30 @@ def test_the_kernel_command_reports_the_library_or_why_not(monkeypatch: pytest.M
         ]
     finally:
         shallow_build.forget()
+
+
+@needs_compiler
+@pytest.mark.parametrize("activation", ["tanh", "softplus", "erf"])
+def test_without_march_native_the_generic_build_runs_and_agrees(
+    activation: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a compiler that refuses -march=native gets a second, generic build (16-byte vectors on
+    # x86 without AVX flags); it must give the same numbers
+    from escapelab.problems import shallow_build
+
+    monkeypatch.setattr(shallow_build, "NATIVE", "-march=no-such-processor")
+    monkeypatch.setenv("ESCAPELAB_CACHE", str(tmp_path))
+    shallow_build.forget()
+    try:
+        arch = Architecture(5, (6,), 2, activation, bias=True, output_bias=True)
+        x, y = _data(arch, 300, seed=4)
+        theta = arch.init(3, seed=2, scheme="normal")
+        for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+            obj = DataObjective(arch, x.to(dtype), y.to(dtype), kernel="fused")
+            loss, grad = obj.loss_and_grad(theta.to(dtype))
+            ref_loss, ref_grad = _reference(DataObjective(arch, x, y), theta)
+            assert ((loss.double() - ref_loss).abs() / ref_loss).max() < rtol
+            assert ((grad.double() - ref_grad).norm(dim=1) / ref_grad.norm(dim=1)).max() < 5 * rtol
+        assert len(list((tmp_path / "kernels").glob("shallow_*.so"))) == 2
+    finally:
+        shallow_build.forget()

@@ -4,8 +4,8 @@
    or -DREAL=double. See shallow_kernel.py for the method. Samples are processed in blocks of
    `block` (a multiple of 2 * VL); a block's pre-activations, activations, slopes and residuals
    stay in a few kilobytes of per-thread scratch. The vector type below is GCC's and Clang's
-   generic vector extension: on AVX2 one vector is one register (8 floats or 4 doubles), and on
-   machines with narrower vectors the compiler splits it.
+   generic vector extension, one register wide: 8 floats or 4 doubles with AVX, 4 or 2
+   elsewhere.
 
    Threads: the caller's thread plus threads - 1 POSIX threads take tasks (member, slice of
    samples) from a shared counter until none are left. */
@@ -23,7 +23,13 @@
 #endif
 typedef REAL real;
 
+/* 32-byte vectors where AVX has 32-byte registers; 16 bytes elsewhere (SSE2, NEON), where
+   wider generic vectors are split and passed through memory (measured 3-8x slower) */
+#if defined(__AVX__)
 #define VBYTES 32
+#else
+#define VBYTES 16
+#endif
 #define VL ((int64_t)(VBYTES / sizeof(real)))
 typedef real vec __attribute__((vector_size(VBYTES)));
 
@@ -51,10 +57,12 @@ static inline void store(real *p, vec v) { memcpy(p, &v, sizeof v); }
 #endif
 
 static inline vec splat(real a) {
-#if REAL_IS_FLOAT
+#if VBYTES == 32 && REAL_IS_FLOAT
     return (vec){a, a, a, a, a, a, a, a};
-#else
+#elif VBYTES == 32 || REAL_IS_FLOAT
     return (vec){a, a, a, a};
+#else
+    return (vec){a, a};
 #endif
 }
 
