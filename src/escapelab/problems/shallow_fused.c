@@ -597,7 +597,7 @@ static void *worker(void *arg) {
         int64_t n0 = (task % job->splits) * job->per_split;
         int64_t n1 = n0 + job->per_split < job->n ? n0 + job->per_split : job->n;
         const real *w = job->theta + e * job->params;
-        real *g = job->grad + task * (job->with_grad ? job->params : 1);
+        real *g = job->with_grad ? job->grad + task * job->params : NULL;
         if (job->with_grad) {
             memset(g, 0, (size_t)job->params * sizeof(real));
             memset(gw, 0, (size_t)weights * sizeof(vec));
@@ -611,7 +611,11 @@ static void *worker(void *arg) {
         }
         if (job->with_grad)
             for (int64_t q = 0; q < weights; q++) g[q] = hsum(gw[q]);
-        job->loss[task] = (real)0.5 * total;
+        /* one slice per member: this row is the member's, so scale it here, in parallel */
+        const real scale = job->splits == 1 ? (real)1 / (real)job->n : 1;
+        if (job->with_grad && job->splits == 1)
+            for (int64_t q = 0; q < job->params; q++) g[q] *= scale;
+        job->loss[task] = (real)0.5 * total * scale;
     }
     free(scratch);
     return NULL;
@@ -620,12 +624,16 @@ static void *worker(void *arg) {
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-/* Partial sums of every task (member e, sample slice s) into row e * splits + s of loss
-   (sum |r|^2 / 2) and grad (the unscaled gradient; one unused column without gradients).
-   theta (members, params) holds W (m, d) row-major at 0, b at off_b, A (n_out, m) at off_a,
-   c at off_c (an offset of -1: absent); x (d, n) and y (n_out, n) are the data transposed.
+/* Per-member losses 1/(2n) sum_n |r|^2 into loss (members) and, with with_grad, their
+   gradients into grad (members, params; may be NULL without with_grad). theta (members,
+   params) holds W (m, d) row-major at 0, b at off_b, A (n_out, m) at off_a, c at off_c (an
+   offset of -1: absent); x (d, n) and y (n_out, n) are the data transposed. Each member's
+   samples are cut into `splits` slices (tasks run in parallel); with more than one, the
+   slices' partial sums go to a scratch buffer and are added here after the threads finish.
+   Everything, scaling included, happens in this call: a caller that followed it with small
+   torch ops would wake torch's OpenMP threads, whose spinning slows the next call's threads.
    block must be a positive multiple of 2 * VL. Returns 0, or -1 when the block is not such a
-   multiple or memory or a thread could not be had. */
+   multiple or memory could not be had. */
 int CAT(escapelab_fused_, SUFFIX)(const real *theta, int64_t members, int64_t params,
                                   const real *x, const real *y, int64_t d, int64_t n,
                                   int64_t n_out, int64_t m, int64_t off_b, int64_t off_a,
@@ -635,9 +643,14 @@ int CAT(escapelab_fused_, SUFFIX)(const real *theta, int64_t members, int64_t pa
     const int64_t n_pad = (n + S - 1) / S * S;
     /* slices start on whole blocks, so only the last block of the last slice is partial */
     const int64_t per_split = ((n + splits - 1) / splits + block - 1) / block * block;
-    real *xs = aligned_alloc(64, ((size_t)(d + n_out) * (size_t)n_pad * sizeof(real) + 63) / 64 * 64);
+    const int64_t tasks = members * splits, grad_row = with_grad ? params : 0;
+    size_t packed = (size_t)(d + n_out) * (size_t)n_pad;
+    size_t partial = splits > 1 ? (size_t)tasks * (size_t)(1 + grad_row) : 0;
+    /* one allocation: the packed inputs and targets, then the slices' partial sums */
+    real *xs = aligned_alloc(64, ((packed + partial) * sizeof(real) + 63) / 64 * 64);
     if (!xs) return -1;
-    real *yp = xs + d * n_pad;
+    real *yp = xs + d * n_pad, *partial_loss = yp + n_out * n_pad;
+    real *partial_grad = partial_loss + tasks;
     for (int64_t q = 0; q < n_pad / S; q++)
         for (int64_t k = 0; k < d; k++)
             for (int64_t l = 0; l < S; l++) {
@@ -649,8 +662,9 @@ int CAT(escapelab_fused_, SUFFIX)(const real *theta, int64_t members, int64_t pa
     job_t job = {.theta = theta, .xs = xs, .y = yp, .params = params, .d = d, .n = n,
                  .n_pad = n_pad, .n_out = n_out, .m = m, .off_b = off_b, .off_a = off_a,
                  .off_c = off_c, .per_split = per_split, .splits = splits, .block = block,
-                 .tasks = members * splits, .code = code, .with_grad = with_grad,
-                 .loss = loss, .grad = grad};
+                 .tasks = tasks, .code = code, .with_grad = with_grad,
+                 .loss = splits > 1 ? partial_loss : loss,
+                 .grad = splits > 1 ? partial_grad : grad};
     if (threads > 64) threads = 64;
     pthread_t ids[64];
     int started = 0;
@@ -660,6 +674,20 @@ int CAT(escapelab_fused_, SUFFIX)(const real *theta, int64_t members, int64_t pa
     }
     worker(&job);
     for (int t = 0; t < started; t++) pthread_join(ids[t], NULL);
+    if (splits > 1 && !job.failed) {
+        const real scale = (real)1 / (real)n;
+        for (int64_t e = 0; e < members; e++) {
+            real total = 0;
+            for (int64_t s = 0; s < splits; s++) total += partial_loss[e * splits + s];
+            loss[e] = total * scale;
+            const real *rows = partial_grad + e * splits * params;
+            for (int64_t q = 0; q < grad_row; q++) {
+                real sum = 0;
+                for (int64_t s = 0; s < splits; s++) sum += rows[s * params + q];
+                grad[e * params + q] = sum * scale;
+            }
+        }
+    }
     free(xs);
     return job.failed ? -1 : 0;
 }

@@ -161,8 +161,8 @@ def loss_and_grad(
     n_members, n = theta.shape[0], x_t.shape[1]
     threads = max(1, _pinned_threads or torch.get_num_threads())
     splits = _splits(n_members, n, threads)
-    loss = torch.empty(n_members * splits, dtype=theta.dtype)
-    grad = torch.empty(n_members * splits, theta.shape[1] if with_grad else 1, dtype=theta.dtype)
+    loss = torch.empty(n_members, dtype=theta.dtype)
+    grad = torch.empty(n_members, theta.shape[1], dtype=theta.dtype) if with_grad else None
     status = library.fused(
         theta.data_ptr(),
         n_members,
@@ -179,13 +179,9 @@ def loss_and_grad(
         splits,
         BLOCK,
         loss.data_ptr(),
-        grad.data_ptr(),
+        grad.data_ptr() if grad is not None else None,
         threads,
     )
     if status != 0:
         raise MemoryError("the fused kernel could not allocate its scratch memory")
-    loss = loss.view(n_members, splits).sum(1) / n
-    if not with_grad:
-        return loss, None
-    grad = grad.view(n_members, splits, -1).sum(1) if splits > 1 else grad
-    return loss, grad.div_(n)
+    return loss, grad
