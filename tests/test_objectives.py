@@ -114,7 +114,7 @@ def test_the_fused_kernel_compiles_where_it_is_required() -> None:
     if not os.environ.get("ESCAPELAB_REQUIRE_KERNEL"):
         pytest.skip("ESCAPELAB_REQUIRE_KERNEL is not set")
     for dtype in (torch.float32, torch.float64):
-        assert shallow_kernel.available(dtype), shallow_kernel._unavailable_reason(dtype)
+        assert shallow_kernel.available(dtype), shallow_kernel.unavailable_reason(dtype)
 
 
 @needs_compiler

@@ -110,7 +110,7 @@ class DataObjective(Objective):
         if kernel == "fused" and not shallow_kernel.available(x.dtype):
             raise ValueError(
                 "kernel='fused' is unavailable here "
-                f"({shallow_kernel._unavailable_reason(x.dtype)}); use 'auto' or 'torch'"
+                f"({shallow_kernel.unavailable_reason(x.dtype)}); use 'auto' or 'torch'"
             )
         if x.ndim != 2 or x.shape[1] != arch.d_in:
             raise ValueError(f"x must have shape (N, {arch.d_in}), got {tuple(x.shape)}")

@@ -490,6 +490,17 @@ static inline __attribute__((always_inline)) void weight_grad_rows(const real *d
         for (int c = 0; c < ks; c++) gw[(j0 + r) * d + k0 + c] += acc[r][c];
 }
 
+/* dL/dW for rows j0 .. j0 + rows - 1 and every input: blocks of four inputs, then the rest
+   (rows a constant where this is inlined). */
+static inline __attribute__((always_inline)) void weight_grad(const real *delta, const real *xs,
+                                                             int64_t d, int64_t j0, int rows,
+                                                             int64_t cols, int64_t block,
+                                                             vec *gw) {
+    int64_t k = 0;
+    for (; k + 4 <= d; k += 4) weight_grad_rows(delta, xs, d, j0, rows, k, 4, cols, block, gw);
+    for (; k < d; k++) weight_grad_rows(delta, xs, d, j0, rows, k, 1, cols, block, gw);
+}
+
 /* One block of `cols` samples (a multiple of S) from strip xs and targets y; samples from
    `valid` on are padding, whose residual is zeroed so they add nothing. Returns sum |r|^2. */
 static real block_pass(const job_t *job, const real *w, const real *xs, const real *y,
@@ -559,16 +570,8 @@ static real block_pass(const job_t *job, const real *w, const real *xs, const re
         }
         if (job->off_b >= 0) g[job->off_b + j] += hsum(acc_b);
     }
-    for (j = 0; j + 2 <= m; j += 2) {
-        int64_t k = 0;
-        for (; k + 4 <= d; k += 4) weight_grad_rows(delta, xs, d, j, 2, k, 4, cols, B, gw);
-        for (; k < d; k++) weight_grad_rows(delta, xs, d, j, 2, k, 1, cols, B, gw);
-    }
-    for (; j < m; j++) {
-        int64_t k = 0;
-        for (; k + 4 <= d; k += 4) weight_grad_rows(delta, xs, d, j, 1, k, 4, cols, B, gw);
-        for (; k < d; k++) weight_grad_rows(delta, xs, d, j, 1, k, 1, cols, B, gw);
-    }
+    for (j = 0; j + 2 <= m; j += 2) weight_grad(delta, xs, d, j, 2, cols, B, gw);
+    for (; j < m; j++) weight_grad(delta, xs, d, j, 1, cols, B, gw);
     return total;
 }
 

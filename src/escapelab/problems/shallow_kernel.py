@@ -51,9 +51,8 @@ ACTIVATION_CODES: dict[str, int] = {
     "softplus": 4,
     "erf": 5,
 }
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
 BLOCK = 256  # samples per block: (3 width + out) * BLOCK values of scratch, in L1/L2
-_PRECISION = {torch.float32: "f32", torch.float64: "f64"}
+_PRECISION = {torch.float32: "f32", torch.float64: "f64"}  # the dtypes the kernel has
 _notice_given = False
 # the kernel's thread count while :func:`torch_serial` holds torch at one thread (None: torch's),
 # and how many holds are open
@@ -65,10 +64,11 @@ _serial_lock = threading.Lock()
 def available(dtype: torch.dtype = torch.float64) -> bool:
     """Whether the kernel for ``dtype`` runs here (compiles it on the first call, about half
     a second; the answer is remembered)."""
-    return _unavailable_reason(dtype) is None
+    return unavailable_reason(dtype) is None
 
 
-def _unavailable_reason(dtype: torch.dtype) -> str | None:
+def unavailable_reason(dtype: torch.dtype) -> str | None:
+    """Why the kernel for ``dtype`` cannot run here, in one line; None when it can."""
     if dtype not in _PRECISION:
         return f"no fused kernel for {dtype}"
     try:
@@ -83,7 +83,7 @@ def supports(arch: Architecture, theta: Tensor) -> bool:
     return (
         len(arch.widths) == 1
         and arch.activation in ACTIVATION_CODES
-        and theta.dtype in SUPPORTED_DTYPES
+        and theta.dtype in _PRECISION
         and theta.device.type == "cpu"
     )
 
@@ -94,7 +94,7 @@ def notice_fallback(dtype: torch.dtype = torch.float64) -> None:
     if not _notice_given:
         _notice_given = True
         warnings.warn(
-            f"escapelab: the fused kernel is unavailable ({_unavailable_reason(dtype)}), so "
+            f"escapelab: the fused kernel is unavailable ({unavailable_reason(dtype)}), so "
             "one-hidden-layer training uses the slower torch path",
             RuntimeWarning,
             stacklevel=3,
