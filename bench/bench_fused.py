@@ -64,6 +64,7 @@ from bench_ensemble import (
     train_config,
 )
 from benchlib import git_info, machine_info
+from escapelab.nets.mlp import Architecture
 from escapelab.optim.full_batch import train
 from escapelab.problems.objective import DataObjective
 from escapelab.problems.shallow_kernel import ACTIVATION_CODES
@@ -229,6 +230,21 @@ def per_step_seconds(obj: DataObjective, theta: Tensor, evals: int) -> float:
         return (time.perf_counter() - start) / evals
 
 
+def fastest_per_eval(
+    arch: Architecture, problem: Problem, dtype: torch.dtype, theta: Tensor, evals: int, rounds: int
+) -> dict[str, float]:
+    """Seconds per evaluation, fused kernel and torch path interleaved, fastest of ``rounds``."""
+    objs = {
+        k: DataObjective(arch, problem.x.to(dtype), problem.y.to(dtype), kernel=k)
+        for k in ("fused", "torch")
+    }
+    best = dict.fromkeys(objs, float("inf"))
+    for _ in range(rounds):
+        for k, obj in objs.items():
+            best[k] = min(best[k], per_step_seconds(obj, theta, evals))
+    return best
+
+
 def bench_scaling(problem: Problem, work: Workload, sizes: list[int], rounds: int) -> dict:
     """Seconds per evaluation and member-steps per second against E, both kernels."""
     out: dict[str, Any] = {}
@@ -236,15 +252,8 @@ def bench_scaling(problem: Problem, work: Workload, sizes: list[int], rounds: in
         rows = []
         for n_members in sizes:
             theta = initial_theta(Workload(**{**asdict(work), "members": n_members}), dtype)
-            objs = {
-                k: DataObjective(problem.arch, problem.x.to(dtype), problem.y.to(dtype), kernel=k)
-                for k in ("fused", "torch")
-            }
             evals = max(3, 2048 // n_members)
-            best = {k: float("inf") for k in objs}
-            for _ in range(rounds):
-                for k, obj in objs.items():
-                    best[k] = min(best[k], per_step_seconds(obj, theta, evals))
+            best = fastest_per_eval(problem.arch, problem, dtype, theta, evals, rounds)
             rows.append(
                 {
                     "members": n_members,
@@ -271,14 +280,7 @@ def bench_activations(problem: Problem, work: Workload, members: int, rounds: in
         theta = initial_theta(Workload(**{**asdict(work), "members": members}), dtype)
         for activation in ACTIVATION_CODES:
             arch = Workload(**{**asdict(work), "activation": activation}).arch
-            objs = {
-                k: DataObjective(arch, problem.x.to(dtype), problem.y.to(dtype), kernel=k)
-                for k in ("fused", "torch")
-            }
-            best = {k: float("inf") for k in objs}
-            for _ in range(rounds):
-                for k, obj in objs.items():
-                    best[k] = min(best[k], per_step_seconds(obj, theta, 8))
+            best = fastest_per_eval(arch, problem, dtype, theta, 8, rounds)
             rows.append(
                 {
                     "activation": activation,
@@ -298,7 +300,6 @@ sys.path.insert(0, {bench!r})
 from bench_ensemble import Workload, initial_theta, make_problem, train_config
 from escapelab.optim.full_batch import train
 from escapelab.problems.objective import DataObjective
-from escapelab.problems.shallow_kernel import ACTIVATION_CODES
 kernel, members, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def hwm():
     for line in open("/proc/self/status"):
