@@ -184,7 +184,8 @@ def _build(precision: str) -> Library:
     compiler = find_compiler()
     if compiler is None:
         raise KernelUnavailable("no C compiler found (install gcc or clang, or set CC)")
-    code = resources.files("escapelab.problems").joinpath(SOURCE).read_bytes()
+    source_file = resources.files("escapelab.problems").joinpath(SOURCE)
+    code = source_file.read_bytes()
     digest = hashlib.sha256()
     for part in (code, _compiler_version(compiler).encode(), " ".join(FLAGS).encode()):
         digest.update(part)
@@ -192,7 +193,7 @@ def _build(precision: str) -> Library:
     folder = _kernel_dir()
     target = folder / f"shallow_{precision}_{digest.hexdigest()[:16]}.so"
     if not target.exists():
-        with resources.as_file(resources.files("escapelab.problems").joinpath(SOURCE)) as source:
+        with resources.as_file(source_file) as source:
             _compile(compiler, source, target, precision)
     try:
         library = ctypes.CDLL(str(target))
