@@ -15,6 +15,15 @@ Both derive every random choice from (seed, level, role), so they train the same
 script reports how far their records drift apart (float32 sums in another order) next to the
 times: total wall time, time per level, speedup. Writes ``bench/results/imp.json``
 (``--quick``: ``imp-quick.json``).
+
+``floor`` (also alone: ``--only-floor``) asks what the speedup could be at best on this machine.
+It times, interleaved, one training step as ``fit`` runs it (evaluation every 100 steps
+included, masks at pruned levels) at the member counts the two arms use -- 1 and 3 networks per
+seed, 8 and 24 in the ensemble -- and the matrix products alone of the ensemble's step (the
+same ``baddbmm``/``bmm`` shapes, nothing else). If the ensemble's step cost nothing but its
+matrix products while the per-seed steps kept their measured cost, the speedup would be
+``per-seed step time / ensemble GEMM time``: an upper bound for any implementation that keeps
+these products (as long as they are computed at the speed of the BLAS measured here).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from escapelab.data.datasets import load_dataset
 from escapelab.nets.classifiers import build_model
 from escapelab.nets.stacked import StackedModel
 from escapelab.optim.minibatch import FitConfig
+from escapelab.optim.minibatch import fit as fit_members
 from escapelab.tickets.imp import IMPConfig, run_imp
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,6 +94,128 @@ def drift(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def gemm_seconds(model: StackedModel, members: int, batch: int, reps: int) -> float:
+    """Seconds per training step of the matrix products alone of ``members`` MLPs at ``batch``
+    samples, in the layout the stacked pass uses (feature-major): per Linear layer (out, in) the
+    forward ``baddbmm``, the weight gradient and, except for the first layer, the input
+    gradient; fastest of three runs of ``reps`` steps."""
+    layers = [shape for name, shape in model.shapes.items() if name.endswith("weight")]
+    calls = []
+    for i, (n_out, n_in) in enumerate(layers):
+        weight, bias = torch.randn(members, n_out, n_in), torch.randn(members, n_out, 1)
+        inputs, grad = torch.randn(members, n_in, batch), torch.randn(members, n_out, batch)
+        weight_grad = torch.empty_like(weight)
+        calls.append(lambda w=weight, b=bias, h=inputs: torch.baddbmm(b, w, h))
+        calls.append(lambda g=grad, h=inputs, o=weight_grad: torch.bmm(g, h.transpose(1, 2), out=o))
+        if i > 0:
+            calls.append(lambda w=weight, g=grad: torch.bmm(w.transpose(1, 2), g))
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(reps):
+            for call in calls:
+                call()
+        best = min(best, (time.perf_counter() - start) / reps)
+    return best
+
+
+def step_seconds(model: StackedModel, data: Any, members: int, masked: bool, steps: int) -> float:
+    """Seconds per step of ``fit`` training ``members`` networks for ``steps`` steps
+    (evaluation every 100 steps, as the benchmark runs it; half the weights masked if
+    ``masked``, as at a pruned level)."""
+    seeds = list(range(members))
+    params = model.init(seeds)
+    gen = torch.Generator().manual_seed(0)
+    masks = (
+        {n: torch.rand(p.shape, generator=gen) < 0.5 for n, p in params.items() if "weight" in n}
+        if masked
+        else None
+    )
+    config = FitConfig(steps=steps, eval_every=100)
+    start = time.perf_counter()
+    fit_members(model, params, data, config, seeds, masks)
+    return (time.perf_counter() - start) / steps
+
+
+def floor(model: StackedModel, data: Any, seeds: int, levels: int, rounds: int) -> dict[str, Any]:
+    """The best speedup the ensemble could reach if its steps cost only their matrix products
+    (see the module docstring): per step, fastest of ``rounds`` interleaved rounds."""
+    per_seed = {"dense": 1, "pruned": 3}
+    ensemble = {"dense": seeds, "pruned": 3 * seeds}
+    step: dict[str, list[float]] = {}
+    gemm: dict[str, list[float]] = {}
+    fit_members(model, model.init([0]), data, FitConfig(steps=20, eval_every=10), [0])
+    for _ in range(rounds):
+        for phase in ("dense", "pruned"):
+            for arm, members in (("per_seed", per_seed[phase]), ("ensemble", ensemble[phase])):
+                key = f"{arm}_{phase}_{members}"
+                step.setdefault(key, []).append(
+                    step_seconds(model, data, members, phase == "pruned", 300)
+                )
+            key = f"ensemble_{phase}_{ensemble[phase]}"
+            gemm.setdefault(key, []).append(gemm_seconds(model, ensemble[phase], 100, 100))
+    best_step = {k: min(v) for k, v in step.items()}
+    best_gemm = {k: min(v) for k, v in gemm.items()}
+
+    def get(table: dict[str, float], arm: str, phase: str, members: int) -> float:
+        return table[f"{arm}_{phase}_{members}"]
+
+    per_seed_run = seeds * (
+        get(best_step, "per_seed", "dense", 1) + levels * get(best_step, "per_seed", "pruned", 3)
+    )
+    ensemble_run = get(best_step, "ensemble", "dense", seeds) + levels * get(
+        best_step, "ensemble", "pruned", 3 * seeds
+    )
+    gemm_run = get(best_gemm, "ensemble", "dense", seeds) + levels * get(
+        best_gemm, "ensemble", "pruned", 3 * seeds
+    )
+    return {
+        "step_ms": {k: 1e3 * v for k, v in best_step.items()},
+        "ensemble_gemm_ms": {k: 1e3 * v for k, v in best_gemm.items()},
+        "rounds": rounds,
+        "speedup_of_these_steps": per_seed_run / ensemble_run,
+        "speedup_if_only_gemms": per_seed_run / gemm_run,
+        "gemm_share_of_ensemble_step": gemm_run / ensemble_run,
+    }
+
+
+def compare(
+    model: StackedModel, data: Any, fit: FitConfig, config: IMPConfig, seeds: list[int]
+) -> dict[str, Any]:
+    """The three arms timed one after the other (after a short warm-up run): their timings,
+    speedups and how far their records drift apart."""
+    run_imp(model, data, FitConfig(steps=20, eval_every=10), IMPConfig(levels=1), seeds[:2])
+    ensemble_records, ensemble = timed_imp(model, data, fit, config, seeds)
+    per_seed_records: list[dict[str, Any]] = []
+    per_seed = {
+        "wall_s": 0.0,
+        "cpu_s": 0.0,
+        "level_s": [0.0] * (config.levels + 1),
+        "others_cpu_share": [],
+    }
+    for seed in seeds:
+        records, timing = timed_imp(model, data, fit, config, [seed])
+        per_seed_records += records
+        per_seed["wall_s"] += timing["wall_s"]
+        per_seed["cpu_s"] += timing["cpu_s"]
+        per_seed["level_s"] = [
+            a + b for a, b in zip(per_seed["level_s"], timing["level_s"], strict=True)
+        ]
+        per_seed["others_cpu_share"].append(timing["others_cpu_share"])
+    network_records, per_network = timed_imp(model, data, fit, config, seeds, max_members=1)
+    return {
+        "ensemble": ensemble,
+        "per_seed": per_seed,
+        "per_network": per_network,
+        "speedup": per_seed["wall_s"] / ensemble["wall_s"],
+        "speedup_vs_per_network": per_network["wall_s"] / ensemble["wall_s"],
+        "cpu_speedup": per_seed["cpu_s"] / ensemble["cpu_s"],
+        "agreement": drift(ensemble_records, per_seed_records),
+        "agreement_per_network": drift(ensemble_records, network_records),
+        "dense_test_acc_es": [r["test_acc_es"] for r in ensemble_records if r["prune_level"] == 0],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1000, help="training steps per level")
@@ -93,6 +225,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
+    parser.add_argument(
+        "--only-floor", action="store_true", help="only the upper-bound study (about 2 minutes)"
+    )
+    parser.add_argument("--floor-rounds", type=int, default=3)
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/)")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -106,26 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fit = FitConfig(steps=args.steps, eval_every=100)
     config = IMPConfig(levels=args.levels)
     seeds = list(range(args.seeds))
-    run_imp(model, data, FitConfig(steps=20, eval_every=10), IMPConfig(levels=1), seeds[:2])
-    ensemble_records, ensemble = timed_imp(model, data, fit, config, seeds)
-    per_seed_records: list[dict[str, Any]] = []
-    per_seed = {
-        "wall_s": 0.0,
-        "cpu_s": 0.0,
-        "level_s": [0.0] * (args.levels + 1),
-        "others_cpu_share": [],
-    }
-    for seed in seeds:
-        records, timing = timed_imp(model, data, fit, config, [seed])
-        per_seed_records += records
-        per_seed["wall_s"] += timing["wall_s"]
-        per_seed["cpu_s"] += timing["cpu_s"]
-        per_seed["level_s"] = [
-            a + b for a, b in zip(per_seed["level_s"], timing["level_s"], strict=True)
-        ]
-        per_seed["others_cpu_share"].append(timing["others_cpu_share"])
-    network_records, per_network = timed_imp(model, data, fit, config, seeds, max_members=1)
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "imp",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_info(),
@@ -138,26 +255,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps_per_level": args.steps,
             "networks_per_pruned_level": 3 * args.seeds,
         },
-        "ensemble": ensemble,
-        "per_seed": per_seed,
-        "per_network": per_network,
-        "speedup": per_seed["wall_s"] / ensemble["wall_s"],
-        "speedup_vs_per_network": per_network["wall_s"] / ensemble["wall_s"],
-        "cpu_speedup": per_seed["cpu_s"] / ensemble["cpu_s"],
         "target_speedup": 4.0,  # issue 15's target (3.0 before)
-        "agreement": drift(ensemble_records, per_seed_records),
-        "agreement_per_network": drift(ensemble_records, network_records),
-        "dense_test_acc_es": [r["test_acc_es"] for r in ensemble_records if r["prune_level"] == 0],
     }
+    if not args.only_floor:
+        report.update(compare(model, data, fit, config, seeds))
+    report["floor"] = floor(model, data, args.seeds, args.levels, args.floor_rounds)
     RESULTS.mkdir(exist_ok=True)
-    out = args.output or RESULTS / ("imp-quick.json" if args.quick else "imp.json")
+    name = "imp-floor.json" if args.only_floor else "imp-quick.json" if args.quick else "imp.json"
+    out = args.output or RESULTS / name
     out.write_text(json.dumps(report, indent=1))
+    if not args.only_floor:
+        ensemble, per_seed = report["ensemble"], report["per_seed"]
+        print(
+            f"ensemble {ensemble['wall_s']:.1f} s, per seed {per_seed['wall_s']:.1f} s, "
+            f"speedup {report['speedup']:.2f}x (target 4x); one network at a time "
+            f"{report['per_network']['wall_s']:.1f} s ({report['speedup_vs_per_network']:.2f}x)"
+        )
+    bound = report["floor"]
     print(
-        f"ensemble {ensemble['wall_s']:.1f} s, per seed {per_seed['wall_s']:.1f} s, "
-        f"speedup {report['speedup']:.2f}x (target 4x); one network at a time "
-        f"{per_network['wall_s']:.1f} s ({report['speedup_vs_per_network']:.2f}x); per level "
-        f"{ensemble['wall_s'] / (args.levels + 1):.2f} s vs "
-        f"{per_seed['wall_s'] / (args.levels + 1):.2f} s -> {out}"
+        f"per step: {bound['speedup_of_these_steps']:.2f}x; if the ensemble's steps cost only "
+        f"their matrix products: {bound['speedup_if_only_gemms']:.2f}x "
+        f"(products {100 * bound['gemm_share_of_ensemble_step']:.0f} % of its step) -> {out}"
     )
     return report
 
