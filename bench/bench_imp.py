@@ -44,7 +44,7 @@ from escapelab.nets.classifiers import build_model
 from escapelab.nets.stacked import StackedModel
 from escapelab.optim.minibatch import FitConfig
 from escapelab.optim.minibatch import fit as fit_members
-from escapelab.tickets.imp import IMPConfig, run_imp
+from escapelab.tickets.imp import IMPConfig, prunable_names, run_imp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -99,9 +99,9 @@ def gemm_seconds(model: StackedModel, members: int, batch: int, reps: int) -> fl
     samples, in the layout the stacked pass uses (feature-major): per Linear layer (out, in) the
     forward ``baddbmm``, the weight gradient and, except for the first layer, the input
     gradient; fastest of three runs of ``reps`` steps."""
-    layers = [shape for name, shape in model.shapes.items() if name.endswith("weight")]
     calls = []
-    for i, (n_out, n_in) in enumerate(layers):
+    for i, name in enumerate(prunable_names(model)):
+        n_out, n_in = model.shapes[name]
         weight, bias = torch.randn(members, n_out, n_in), torch.randn(members, n_out, 1)
         inputs, grad = torch.randn(members, n_in, batch), torch.randn(members, n_out, batch)
         weight_grad = torch.empty_like(weight)
@@ -126,52 +126,42 @@ def step_seconds(model: StackedModel, data: Any, members: int, masked: bool, ste
     seeds = list(range(members))
     params = model.init(seeds)
     gen = torch.Generator().manual_seed(0)
-    masks = (
-        {n: torch.rand(p.shape, generator=gen) < 0.5 for n, p in params.items() if "weight" in n}
-        if masked
-        else None
-    )
+    names = prunable_names(model) if masked else []
+    masks = {n: torch.rand(params[n].shape, generator=gen) < 0.5 for n in names}
     config = FitConfig(steps=steps, eval_every=100)
     start = time.perf_counter()
-    fit_members(model, params, data, config, seeds, masks)
+    fit_members(model, params, data, config, seeds, masks or None)
     return (time.perf_counter() - start) / steps
 
 
 def floor(model: StackedModel, data: Any, seeds: int, levels: int, rounds: int) -> dict[str, Any]:
     """The best speedup the ensemble could reach if its steps cost only their matrix products
     (see the module docstring): per step, fastest of ``rounds`` interleaved rounds."""
-    per_seed = {"dense": 1, "pruned": 3}
-    ensemble = {"dense": seeds, "pruned": 3 * seeds}
-    step: dict[str, list[float]] = {}
-    gemm: dict[str, list[float]] = {}
+    members = {
+        ("per_seed", "dense"): 1,
+        ("per_seed", "pruned"): 3,
+        ("ensemble", "dense"): seeds,
+        ("ensemble", "pruned"): 3 * seeds,
+    }
+    step = dict.fromkeys(members, float("inf"))
+    gemm = dict.fromkeys(("dense", "pruned"), float("inf"))
+    batch = FitConfig().batch_size  # what step_seconds trains with
     fit_members(model, model.init([0]), data, FitConfig(steps=20, eval_every=10), [0])
     for _ in range(rounds):
-        for phase in ("dense", "pruned"):
-            for arm, members in (("per_seed", per_seed[phase]), ("ensemble", ensemble[phase])):
-                key = f"{arm}_{phase}_{members}"
-                step.setdefault(key, []).append(
-                    step_seconds(model, data, members, phase == "pruned", 300)
-                )
-            key = f"ensemble_{phase}_{ensemble[phase]}"
-            gemm.setdefault(key, []).append(gemm_seconds(model, ensemble[phase], 100, 100))
-    best_step = {k: min(v) for k, v in step.items()}
-    best_gemm = {k: min(v) for k, v in gemm.items()}
-
-    def get(table: dict[str, float], arm: str, phase: str, members: int) -> float:
-        return table[f"{arm}_{phase}_{members}"]
-
-    per_seed_run = seeds * (
-        get(best_step, "per_seed", "dense", 1) + levels * get(best_step, "per_seed", "pruned", 3)
-    )
-    ensemble_run = get(best_step, "ensemble", "dense", seeds) + levels * get(
-        best_step, "ensemble", "pruned", 3 * seeds
-    )
-    gemm_run = get(best_gemm, "ensemble", "dense", seeds) + levels * get(
-        best_gemm, "ensemble", "pruned", 3 * seeds
-    )
+        for (arm, phase), count in members.items():
+            step[arm, phase] = min(
+                step[arm, phase], step_seconds(model, data, count, phase == "pruned", 300)
+            )
+            if arm == "ensemble":
+                gemm[phase] = min(gemm[phase], gemm_seconds(model, count, batch, 100))
+    per_seed_run = seeds * (step["per_seed", "dense"] + levels * step["per_seed", "pruned"])
+    ensemble_run = step["ensemble", "dense"] + levels * step["ensemble", "pruned"]
+    gemm_run = gemm["dense"] + levels * gemm["pruned"]
     return {
-        "step_ms": {k: 1e3 * v for k, v in best_step.items()},
-        "ensemble_gemm_ms": {k: 1e3 * v for k, v in best_gemm.items()},
+        "step_ms": {f"{a}_{p}_{members[a, p]}": 1e3 * t for (a, p), t in step.items()},
+        "ensemble_gemm_ms": {
+            f"ensemble_{p}_{members['ensemble', p]}": 1e3 * t for p, t in gemm.items()
+        },
         "rounds": rounds,
         "speedup_of_these_steps": per_seed_run / ensemble_run,
         "speedup_if_only_gemms": per_seed_run / gemm_run,
